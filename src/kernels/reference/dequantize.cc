@@ -1,0 +1,2 @@
+// Placeholder: replaced by the dequantizer implementation.
+#include "kernels/reference/dequantize.h"

@@ -1,0 +1,35 @@
+#include "base/thread_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <vector>
+
+namespace tetra {
+namespace {
+
+TEST(ThreadPoolTest, CoversEveryIndexOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 7, 64, 1001}) {
+    for (int64_t grain : {1, 5, 100}) {
+      std::vector<std::atomic<int>> hits(n);
+      pool.ParallelFor(n, grain, [&](int64_t b, int64_t e) {
+        ASSERT_LE(e - b, grain);
+        for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << n << " " << grain << " " << i;
+    }
+  }
+}
+
+TEST(ThreadPoolTest, ManyCallsInARow) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  for (int rep = 0; rep < 2000; ++rep) {
+    pool.ParallelFor(10, 1, [&](int64_t b, int64_t e) { sum.fetch_add(e - b); });
+  }
+  EXPECT_EQ(sum.load(), 20000);
+}
+
+}  // namespace
+}  // namespace tetra
