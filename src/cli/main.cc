@@ -1,2 +1,41 @@
+// The tetra command line: one binary, one subcommand per job.
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
-int main() { std::puts("tetra"); return 0; }
+#include <cstdlib>
+#include <string>
+
+#include "base/logging.h"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tetra: an inference server for Mixture-of-Experts language models"};
+  app.require_subcommand(1);
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("tetra: ") + e.what() + "\n";
+  });
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  tetra::cli::GenerateFlags generate;
+  tetra::cli::AddGenerateCommand(app, generate);
+  tetra::cli::InfoFlags info;
+  tetra::cli::AddInfoCommand(app, info);
+  tetra::cli::TokenizeFlags tokenize;
+  tetra::cli::AddTokenizeCommand(app, tokenize);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  tetra::InitLogging(log_level);
+
+  int code = 2;
+  if (app.got_subcommand("generate")) code = tetra::cli::RunGenerate(generate);
+  if (app.got_subcommand("info")) code = tetra::cli::RunInfo(info);
+  if (app.got_subcommand("tokenize")) code = tetra::cli::RunTokenize(tokenize);
+  std::fflush(stdout);
+  return code;
+}

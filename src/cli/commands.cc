@@ -1,0 +1,196 @@
+#include "cli/commands.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+
+#include "base/cpu_features.h"
+#include "base/logging.h"
+#include "base/mapped_file.h"
+#include "base/thread_pool.h"
+#include "engine/generator.h"
+#include "model/model.h"
+
+namespace tetra::cli {
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "tetra: %s\n", message.c_str());
+  return 1;
+}
+
+std::string ResolveModel(const std::string& flag) {
+  return flag.empty() ? DefaultModelPath() : flag;
+}
+
+StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path) {
+  const auto start = std::chrono::steady_clock::now();
+  auto model = LoadModel(path);
+  if (model.ok()) {
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    TETRA_LOG_INFO("loaded {} ({}) in {:.0f} ms", path, (*model)->spec->name, ms);
+  } else if (path == DefaultModelPath()) {
+    return Status::Errorf(
+        "{} (this is the default model: install it with scripts/install-default-model.sh, or pass -m MODEL)",
+        model.status().message());
+  }
+  return model;
+}
+
+}  // namespace
+
+std::string DefaultModelPath() {
+  if (const char* env = std::getenv("TETRA_DEFAULT_MODEL"); env != nullptr && *env != '\0') return env;
+  const char* home = std::getenv("HOME");
+  return fmt::format("{}/.cache/tetra/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
+}
+
+void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt, streamed as it is produced");
+  cmd->add_option("-m,--model", f.model, "GGUF file or HF directory (default: the embedded default model)");
+  cmd->add_option("-p,--prompt", f.prompt, "The prompt")->required();
+  cmd->add_option("-n,--max-tokens", f.max_new_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--temperature", f.temperature, "0 for greedy")->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", f.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--seed", f.seed, "Random seed (default: random)")->check(CLI::Range(int64_t{-1}, INT64_MAX));
+  cmd->add_flag("--chat", f.chat, "Apply the model's chat template to the prompt as a user message");
+  cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+}
+
+int RunGenerate(const GenerateFlags& f) {
+  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  if (!loaded.ok()) return Fail(loaded.status().message());
+  Model& model = **loaded;
+  ThreadPool pool(f.threads);
+
+  std::vector<int32_t> prompt;
+  if (f.chat) {
+    if (!model.chat_template) return Fail(fmt::format("{}: the model has no chat template", model.files->path));
+    nlohmann::json context = {
+        {"messages", nlohmann::json::array({{{"role", "user"}, {"content", f.prompt}}})},
+        {"add_generation_prompt", true},
+        {"bos_token", model.bos_text()},
+        {"eos_token", model.eos_text()},
+    };
+    auto rendered = model.chat_template->Render(context);
+    if (!rendered.ok()) return Fail("chat template: " + rendered.status().message());
+    prompt = model.tokenizer->Encode(*rendered, /*add_special=*/false, /*parse_special=*/true);
+  } else {
+    prompt = model.tokenizer->Encode(f.prompt, /*add_special=*/true, /*parse_special=*/true);
+  }
+
+  GenerateOptions options;
+  options.max_new_tokens = f.max_new_tokens;
+  options.sampling.temperature = f.temperature;
+  options.sampling.top_k = f.top_k;
+  options.sampling.top_p = f.top_p;
+  options.sampling.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  if (!f.chat) {
+    std::fputs(f.prompt.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  auto result = Generate(model, prompt, options, pool, [](std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!result.ok()) return Fail(result.status().message());
+  const double prefill_tps = result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0;
+  const int64_t decoded = std::max<int64_t>(0, static_cast<int64_t>(result->token_ids.size()) - 1);
+  const double decode_tps = result->decode_seconds > 0 ? decoded / result->decode_seconds : 0;
+  std::fprintf(stderr,
+               "\nprompt: %lld tokens, %.1f tokens/s | generation: %zu tokens, %.1f tokens/s | %d threads (%s)\n",
+               static_cast<long long>(result->prompt_tokens), prefill_tps, result->token_ids.size(), decode_tps,
+               pool.num_threads(), GetCpuFeatures().Describe().c_str());
+  return 0;
+}
+
+void AddInfoCommand(CLI::App& app, InfoFlags& f) {
+  CLI::App* cmd = app.add_subcommand("info", "Describe a model: architecture, parameters, tensor types, tokenizer");
+  cmd->add_option("-m,--model", f.model, "GGUF file or HF directory (default: the embedded default model)");
+}
+
+int RunInfo(const InfoFlags& f) {
+  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  if (!loaded.ok()) return Fail(loaded.status().message());
+  const Model& model = **loaded;
+  const ModelConfig& c = model.config();
+  const ParameterCounts params = CountParameters(c);
+  std::map<std::string, std::pair<int, int64_t>> types;  // dtype -> (tensors, elements)
+  for (const std::string& name : model.files->weights.Names()) {
+    const WeightTensor* t = model.files->weights.Find(name);
+    auto& entry = types[std::string(DTypeName(t->dtype))];
+    entry.first += 1;
+    entry.second += t->num_elements();
+  }
+  fmt::print("model:           {}\n", model.files->path);
+  fmt::print("format:          {}\n", model.files->format == ModelFiles::Format::kGguf
+                                         ? fmt::format("GGUF v{}", model.files->gguf_version)
+                                         : std::string("Hugging Face directory"));
+  fmt::print("architecture:    {}\n", c.arch);
+  fmt::print("parameters:      {:.2f} M total, {:.2f} M active per token\n", params.total / 1e6,
+             params.active_per_token / 1e6);
+  fmt::print("layers:          {} (hidden {}, heads {}, KV heads {}, head dim {})\n", c.num_layers,
+             c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+  if (c.is_moe()) {
+    fmt::print("experts:         {} (top-{}, FFN {}{}{})\n", c.num_experts, c.num_experts_per_token,
+               c.expert_intermediate_size,
+               c.shared_expert_intermediate_size ? fmt::format(", shared expert {}", c.shared_expert_intermediate_size) : "",
+               c.norm_topk_prob ? ", top-k renormalised" : "");
+  } else {
+    fmt::print("FFN:             {}\n", c.intermediate_size);
+  }
+  fmt::print("context:         {} (RoPE theta {})\n", c.max_position, c.rope.theta);
+  fmt::print("vocabulary:      {}\n", c.vocab_size);
+  fmt::print("tensor types:   ");
+  for (const auto& [name, entry] : types) fmt::print(" {} x{} ({:.2f} M)", name, entry.first, entry.second / 1e6);
+  fmt::print("\n");
+  fmt::print("tokenizer:       {} ({} tokens)\n", model.tokenizer->model_name(), model.tokenizer->vocab_size());
+  fmt::print("chat template:   {}\n", model.chat_template ? fmt::format("yes ({} bytes)", model.chat_template_source.size()) : "none");
+  return 0;
+}
+
+void AddTokenizeCommand(CLI::App& app, TokenizeFlags& f) {
+  CLI::App* cmd = app.add_subcommand("tokenize", "Print the tokens of a text");
+  cmd->add_option("-m,--model", f.model, "GGUF file (vocab-only is fine) or HF directory");
+  auto* prompt = cmd->add_option("-p,--prompt", f.prompt, "Text to tokenize");
+  auto* file = cmd->add_option("-f,--file", f.file, "File whose text to tokenize");
+  prompt->excludes(file);
+  cmd->add_flag("--ids", f.ids_only, "Print only the ids, separated by spaces");
+  cmd->add_flag("--no-special", f.no_special, "Add no BOS/EOS and treat special-token text as plain text");
+}
+
+int RunTokenize(const TokenizeFlags& f) {
+  std::string text = f.prompt;
+  if (!f.file.empty()) {
+    auto contents = ReadFileToString(f.file);
+    if (!contents.ok()) return Fail(contents.status().message());
+    text = *contents;
+  } else if (f.prompt.empty()) {
+    return Fail("tokenize needs -p TEXT or -f FILE");
+  }
+  auto files = OpenModelFiles(ResolveModel(f.model));
+  if (!files.ok()) return Fail(files.status().message());
+  auto tokenizer = LoadTokenizer(**files);
+  if (!tokenizer.ok()) return Fail(tokenizer.status().message());
+  const std::vector<int32_t> ids = (*tokenizer)->Encode(text, !f.no_special, !f.no_special);
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (f.ids_only) {
+      out += fmt::format("{}{}", i ? " " : "", ids[i]);
+    } else {
+      out += fmt::format("{:>8} '{}'\n", ids[i], (*tokenizer)->TokenText(ids[i]));
+    }
+  }
+  if (f.ids_only) out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+}  // namespace tetra::cli

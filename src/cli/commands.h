@@ -1,0 +1,47 @@
+// Subcommands of the tetra binary: flags, registration and the run function
+// of each. Run functions return the process exit code and print one-line
+// errors ("tetra: <what>: <problem>") to stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace tetra::cli {
+
+// The embedded default model: $TETRA_DEFAULT_MODEL, else the file that
+// scripts/install-default-model.sh puts in ~/.cache/tetra/models/.
+std::string DefaultModelPath();
+
+struct GenerateFlags {
+  std::string model;
+  std::string prompt;
+  int max_new_tokens = 128;
+  float temperature = 0.8f;
+  int top_k = 40;
+  float top_p = 0.95f;
+  int64_t seed = -1;  // -1: random
+  bool chat = false;
+  int threads = 0;
+};
+void AddGenerateCommand(CLI::App& app, GenerateFlags& flags);
+int RunGenerate(const GenerateFlags& flags);
+
+struct InfoFlags {
+  std::string model;
+};
+void AddInfoCommand(CLI::App& app, InfoFlags& flags);
+int RunInfo(const InfoFlags& flags);
+
+struct TokenizeFlags {
+  std::string model;
+  std::string prompt;
+  std::string file;
+  bool ids_only = false;
+  bool no_special = false;
+};
+void AddTokenizeCommand(CLI::App& app, TokenizeFlags& flags);
+int RunTokenize(const TokenizeFlags& flags);
+
+}  // namespace tetra::cli

@@ -1,0 +1,75 @@
+#include "engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace tetra {
+
+namespace {
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+}  // namespace
+
+std::vector<float> ForwardAllLogits(Model& model, std::span<const int32_t> tokens, ThreadPool& pool) {
+  const ModelConfig& c = model.config();
+  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+  std::vector<float> logits(tokens.size() * c.vocab_size);
+  model.arch->Forward(SequenceStep{tokens, true}, kv, logits.data(), pool);
+  return logits;
+}
+
+StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
+                                  const GenerateOptions& options, ThreadPool& pool,
+                                  const std::function<void(std::string_view)>& on_text) {
+  const ModelConfig& c = model.config();
+  if (prompt.empty()) return Status::Error("the prompt is empty: nothing to continue");
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= c.vocab_size) return Status::Errorf("token id {} is outside the vocabulary of {}", id, c.vocab_size);
+  }
+  const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
+  if (total > c.max_position) {
+    return Status::Errorf("prompt of {} tokens plus {} new tokens exceeds the model's context of {}",
+                          prompt.size(), options.max_new_tokens, c.max_position);
+  }
+  GenerateResult result;
+  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+  std::vector<float> logits(c.vocab_size);
+  Sampler sampler(options.sampling);
+  StreamingDecoder decoder(*model.tokenizer, /*skip_special=*/true);
+
+  auto start = std::chrono::steady_clock::now();
+  const int64_t chunk = std::max(1, options.prefill_chunk_tokens);
+  for (int64_t begin = 0; begin < static_cast<int64_t>(prompt.size()); begin += chunk) {
+    const int64_t n = std::min<int64_t>(chunk, static_cast<int64_t>(prompt.size()) - begin);
+    model.arch->Forward(SequenceStep{prompt.subspan(begin, n), false}, kv, logits.data(), pool);
+  }
+  result.prefill_seconds = SecondsSince(start);
+  start = std::chrono::steady_clock::now();
+
+  const auto& stop_ids = model.tokenizer->stop_ids();
+  for (int i = 0; i < options.max_new_tokens; ++i) {
+    const int32_t next = sampler.Sample(logits.data(), c.vocab_size);
+    if (options.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+      result.stopped_at_eos = true;
+      break;
+    }
+    result.token_ids.push_back(next);
+    if (on_text) {
+      std::string piece = decoder.Push(next);
+      if (!piece.empty()) on_text(piece);
+    }
+    if (i + 1 == options.max_new_tokens) break;
+    const int32_t token[1] = {next};
+    model.arch->Forward(SequenceStep{std::span<const int32_t>(token, 1), false}, kv, logits.data(), pool);
+  }
+  if (on_text) {
+    std::string rest = decoder.Flush();
+    if (!rest.empty()) on_text(rest);
+  }
+  result.decode_seconds = SecondsSince(start);
+  return result;
+}
+
+}  // namespace tetra

@@ -1,0 +1,27 @@
+// Reference causal attention of one sequence's new tokens over its KV, f32.
+// Parallel over (token, head) on the given pool.
+#pragma once
+
+#include <cstdint>
+
+#include "base/thread_pool.h"
+
+namespace tetra {
+
+struct AttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;  // divides num_heads (GQA)
+  int head_dim = 0;
+  float scale = 0.0f;    // usually 1 / sqrt(head_dim)
+};
+
+// q:   [num_tokens, num_heads, head_dim]
+// k,v: [num_positions, num_kv_heads, head_dim], positions 0.. of the sequence
+// out: [num_tokens, num_heads, head_dim]
+// Token t is at position first_position + t and attends to positions
+// [0, first_position + t].
+void CausalAttention(const AttentionShape& shape, const float* q, int64_t num_tokens,
+                     int64_t first_position, const float* k, const float* v, float* out,
+                     ThreadPool& pool);
+
+}  // namespace tetra

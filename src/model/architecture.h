@@ -1,0 +1,64 @@
+// The architecture interface, its registry, and the per-architecture spec.
+// Adding an architecture is one file in archs/ plus one line in registry.cc.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weight_source.h"
+
+namespace tetra {
+
+// One forward step of one sequence: its new tokens, appended to its KV cache.
+struct SequenceStep {
+  std::span<const int32_t> tokens;  // [num_tokens]
+  bool logits_for_all_tokens = false;  // else only for the last token
+};
+
+class Architecture {
+ public:
+  virtual ~Architecture() = default;
+  // Binds and validates every tensor; errors name the tensor and the problem.
+  virtual Status Load(const WeightSource& weights) = 0;
+  // Runs step.tokens at positions [kv.length(), kv.length() + n) and appends
+  // their keys and values to kv. Writes logits: [n or 1, vocab_size].
+  virtual void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) = 0;
+  virtual const ModelConfig& config() const = 0;
+};
+
+// What distinguishes one llama-family architecture from another.
+struct ArchSpec {
+  std::string name;                         // "qwen2_moe"
+  std::vector<std::string> hf_model_types;  // config.json "model_type" values
+  std::string gguf_arch;                    // GGUF general.architecture
+  bool is_moe = false;                      // picks between e.g. llama and mixtral in GGUF
+  bool norm_topk_prob_default = false;      // when the config does not say
+  bool norm_topk_prob_always = false;       // mixtral renormalises unconditionally
+  // llama.cpp's converter permutes Q/K rows of the `llama` arch so that GGUF
+  // files use interleaved RoPE; other archs keep the NEOX pairing.
+  RopeStyle gguf_rope_style = RopeStyle::kNeox;
+  // HF configs name the expert FFN size differently per family.
+  std::string hf_expert_intermediate_key = "moe_intermediate_size";
+  std::string hf_num_experts_key = "num_experts";
+  // Creates the forward implementation (the shared decoder unless overridden).
+  std::unique_ptr<Architecture> (*create)(const ModelConfig& config) = nullptr;
+};
+
+// All registered architectures.
+const std::vector<ArchSpec>& ArchRegistry();
+// nullptr when unknown.
+const ArchSpec* FindArchForHf(const std::string& model_type);
+const ArchSpec* FindArchForGguf(const std::string& gguf_arch, bool has_experts);
+
+// The shared llama-family decoder (dense or MoE, per layer by its tensors).
+std::unique_ptr<Architecture> CreateDecoder(const ModelConfig& config);
+
+}  // namespace tetra

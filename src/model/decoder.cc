@@ -1,0 +1,282 @@
+// The shared llama-family decoder: RMSNorm, GQA attention with RoPE (optional
+// q/k/v bias and per-head q/k norm), and per layer either a SwiGLU FFN or a
+// mixture of SwiGLU experts (optional shared expert with a sigmoid gate).
+// The f32 reference path: every matrix goes through MatMul.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/reference/attention.h"
+#include "kernels/reference/matmul.h"
+#include "kernels/reference/ops.h"
+#include "model/architecture.h"
+
+namespace tetra {
+namespace {
+
+struct Mlp {  // SwiGLU: down(silu(gate x) * up x)
+  MatrixView gate, up, down;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;  // [hidden]
+  MatrixView q, k, v, o;
+  std::vector<float> q_bias, k_bias, v_bias;  // empty when absent
+  std::vector<float> q_norm, k_norm;          // [head_dim], empty when absent
+  // Dense layers use `dense`; MoE layers the rest.
+  Mlp dense;
+  MatrixView router;            // [num_experts, hidden]
+  std::vector<Mlp> experts;
+  Mlp shared;                   // empty when absent
+  MatrixView shared_gate;       // [1, hidden], empty when absent
+  bool is_moe = false;
+};
+
+class Decoder : public Architecture {
+ public:
+  explicit Decoder(const ModelConfig& config) : config_(config) {}
+
+  const ModelConfig& config() const override { return config_; }
+
+  Status Load(const WeightSource& w) override {
+    const ModelConfig& c = config_;
+    const int64_t hidden = c.hidden_size;
+    const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
+    const int64_t kv_size = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+    TETRA_ASSIGN_OR_RETURN(embedding_, w.Matrix("token_embd.weight", c.vocab_size, hidden));
+    TETRA_ASSIGN_OR_RETURN(output_norm_, w.Vector("output_norm.weight", hidden));
+    if (w.Has("output.weight")) {
+      TETRA_ASSIGN_OR_RETURN(output_, w.Matrix("output.weight", c.vocab_size, hidden));
+    } else {
+      output_ = embedding_;  // tied embeddings
+    }
+    if (w.Has("rope_freqs.weight")) {
+      TETRA_ASSIGN_OR_RETURN(config_.rope.freq_factors,
+                             w.Vector("rope_freqs.weight", c.rope.rotary_dim / 2));
+    }
+    rope_ = RopeTable(config_.rope.InverseFrequencies());
+
+    layers_.resize(c.num_layers);
+    for (int i = 0; i < c.num_layers; ++i) {
+      LayerWeights& l = layers_[i];
+      auto name = [i](const char* n) { return fmt::format("blk.{}.{}", i, n); };
+      TETRA_ASSIGN_OR_RETURN(l.attn_norm, w.Vector(name("attn_norm.weight"), hidden));
+      TETRA_ASSIGN_OR_RETURN(l.ffn_norm, w.Vector(name("ffn_norm.weight"), hidden));
+      TETRA_ASSIGN_OR_RETURN(l.q, w.Matrix(name("attn_q.weight"), q_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.k, w.Matrix(name("attn_k.weight"), kv_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.v, w.Matrix(name("attn_v.weight"), kv_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.o, w.Matrix(name("attn_output.weight"), hidden, q_size));
+      if (w.Has(name("attn_q.bias"))) {
+        TETRA_ASSIGN_OR_RETURN(l.q_bias, w.Vector(name("attn_q.bias"), q_size));
+        TETRA_ASSIGN_OR_RETURN(l.k_bias, w.Vector(name("attn_k.bias"), kv_size));
+        TETRA_ASSIGN_OR_RETURN(l.v_bias, w.Vector(name("attn_v.bias"), kv_size));
+      }
+      if (w.Has(name("attn_q_norm.weight"))) {
+        TETRA_ASSIGN_OR_RETURN(l.q_norm, w.Vector(name("attn_q_norm.weight"), c.head_dim));
+        TETRA_ASSIGN_OR_RETURN(l.k_norm, w.Vector(name("attn_k_norm.weight"), c.head_dim));
+      }
+      l.is_moe = c.is_moe() && w.Has(name("ffn_gate_inp.weight"));
+      if (!l.is_moe) {
+        const int64_t inter = c.intermediate_size;
+        TETRA_ASSIGN_OR_RETURN(l.dense.gate, w.Matrix(name("ffn_gate.weight"), inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.dense.up, w.Matrix(name("ffn_up.weight"), inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.dense.down, w.Matrix(name("ffn_down.weight"), hidden, inter));
+        continue;
+      }
+      const int64_t inter = c.expert_intermediate_size;
+      TETRA_ASSIGN_OR_RETURN(l.router, w.Matrix(name("ffn_gate_inp.weight"), c.num_experts, hidden));
+      l.experts.resize(c.num_experts);
+      for (int e = 0; e < c.num_experts; ++e) {
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].gate, w.ExpertMatrix(i, "gate", e, c.num_experts, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].up, w.ExpertMatrix(i, "up", e, c.num_experts, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].down, w.ExpertMatrix(i, "down", e, c.num_experts, hidden, inter));
+      }
+      if (c.shared_expert_intermediate_size > 0) {
+        const int64_t s = c.shared_expert_intermediate_size;
+        TETRA_ASSIGN_OR_RETURN(l.shared.gate, w.Matrix(name("ffn_gate_shexp.weight"), s, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.shared.up, w.Matrix(name("ffn_up_shexp.weight"), s, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.shared.down, w.Matrix(name("ffn_down_shexp.weight"), hidden, s));
+        if (w.Has(name("ffn_gate_inp_shexp.weight"))) {
+          const WeightTensor* t = w.Find(name("ffn_gate_inp_shexp.weight"));
+          // GGUF stores the gate as a vector [hidden], HF as a [1, hidden] matrix.
+          if (t->shape.size() == 1) {
+            if (t->shape[0] != hidden || t->dtype != DType::kF32) {
+              return Status::Errorf("{}: tensor '{}' must be an F32 vector of {} values",
+                                    w.display_path(), t->name, hidden);
+            }
+            l.shared_gate = MatrixView{t->dtype, 1, hidden, t->data, RowBytes(t->dtype, hidden)};
+          } else {
+            TETRA_ASSIGN_OR_RETURN(l.shared_gate, w.Matrix(name("ffn_gate_inp_shexp.weight"), 1, hidden));
+          }
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) override {
+    const ModelConfig& c = config_;
+    const int64_t n = static_cast<int64_t>(step.tokens.size());
+    const int64_t hidden = c.hidden_size;
+    const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
+    const int64_t kv_size = kv.row_size();
+    const int64_t first_position = kv.length();
+    kv.Reserve(n);
+
+    std::vector<float> x(n * hidden), normed(n * hidden), q(n * q_size), attn(n * q_size),
+        proj(n * hidden);
+    for (int64_t t = 0; t < n; ++t) DequantizeMatrixRow(embedding_, step.tokens[t], &x[t * hidden]);
+
+    const int64_t num_pairs = rope_.num_pairs();
+    std::vector<float> cos_values(n * num_pairs), sin_values(n * num_pairs);
+    for (int64_t t = 0; t < n; ++t) {
+      rope_.Compute(first_position + t, &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
+    }
+    const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim,
+                               1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+
+    for (int layer = 0; layer < c.num_layers; ++layer) {
+      const LayerWeights& l = layers_[layer];
+      for (int64_t t = 0; t < n; ++t) {
+        RmsNorm(&x[t * hidden], l.attn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
+      }
+      float* k_out = kv.keys(layer) + first_position * kv_size;
+      float* v_out = kv.values(layer) + first_position * kv_size;
+      MatMul(l.q, normed.data(), n, q.data(), pool);
+      MatMul(l.k, normed.data(), n, k_out, pool);
+      MatMul(l.v, normed.data(), n, v_out, pool);
+      for (int64_t t = 0; t < n; ++t) {
+        float* qt = &q[t * q_size];
+        float* kt = k_out + t * kv_size;
+        float* vt = v_out + t * kv_size;
+        if (!l.q_bias.empty()) {
+          for (int64_t i = 0; i < q_size; ++i) qt[i] += l.q_bias[i];
+          for (int64_t i = 0; i < kv_size; ++i) kt[i] += l.k_bias[i];
+          for (int64_t i = 0; i < kv_size; ++i) vt[i] += l.v_bias[i];
+        }
+        if (!l.q_norm.empty()) {
+          for (int h = 0; h < c.num_heads; ++h) {
+            float* head = qt + h * c.head_dim;
+            RmsNorm(head, l.q_norm.data(), c.rms_norm_eps, c.head_dim, head);
+          }
+          for (int h = 0; h < c.num_kv_heads; ++h) {
+            float* head = kt + h * c.head_dim;
+            RmsNorm(head, l.k_norm.data(), c.rms_norm_eps, c.head_dim, head);
+          }
+        }
+        ApplyRope(qt, c.num_heads, c.head_dim, num_pairs, &cos_values[t * num_pairs],
+                  &sin_values[t * num_pairs], c.rope.style);
+        ApplyRope(kt, c.num_kv_heads, c.head_dim, num_pairs, &cos_values[t * num_pairs],
+                  &sin_values[t * num_pairs], c.rope.style);
+      }
+      CausalAttention(shape, q.data(), n, first_position, kv.keys(layer), kv.values(layer),
+                      attn.data(), pool);
+      MatMul(l.o, attn.data(), n, proj.data(), pool);
+      for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
+
+      for (int64_t t = 0; t < n; ++t) {
+        RmsNorm(&x[t * hidden], l.ffn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
+      }
+      if (l.is_moe) {
+        MoeFfn(l, normed.data(), n, proj.data(), pool);
+      } else {
+        std::fill(proj.begin(), proj.end(), 0.0f);
+        MlpAccumulate(l.dense, normed.data(), n, nullptr, proj.data(), pool);
+      }
+      for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
+    }
+    kv.Advance(n);
+
+    const int64_t first_logit_row = step.logits_for_all_tokens ? 0 : n - 1;
+    const int64_t num_logit_rows = n - first_logit_row;
+    for (int64_t t = 0; t < num_logit_rows; ++t) {
+      RmsNorm(&x[(first_logit_row + t) * hidden], output_norm_.data(), c.rms_norm_eps, hidden,
+              &normed[t * hidden]);
+    }
+    MatMul(output_, normed.data(), num_logit_rows, logits, pool);
+  }
+
+ private:
+  // out[t] += weight[t] * mlp(x[t]) for t in [0, n); weights nullptr means 1.
+  void MlpAccumulate(const Mlp& mlp, const float* x, int64_t n, const float* weights, float* out,
+                     ThreadPool& pool) {
+    const int64_t inter = mlp.gate.rows;
+    const int64_t hidden = mlp.down.rows;
+    std::vector<float> gate(n * inter), up(n * inter), down(n * hidden);
+    MatMul(mlp.gate, x, n, gate.data(), pool);
+    MatMul(mlp.up, x, n, up.data(), pool);
+    SiluMul(gate.data(), up.data(), n * inter, gate.data());
+    MatMul(mlp.down, gate.data(), n, down.data(), pool);
+    for (int64_t t = 0; t < n; ++t) {
+      const float w = weights ? weights[t] : 1.0f;
+      for (int64_t i = 0; i < hidden; ++i) out[t * hidden + i] += w * down[t * hidden + i];
+    }
+  }
+
+  // Router -> softmax -> top-k -> tokens grouped by expert -> weighted sum.
+  void MoeFfn(const LayerWeights& l, const float* x, int64_t n, float* out, ThreadPool& pool) {
+    const ModelConfig& c = config_;
+    const int64_t hidden = c.hidden_size;
+    const int num_experts = c.num_experts;
+    const int top_k = c.num_experts_per_token;
+    std::fill(out, out + n * hidden, 0.0f);
+
+    std::vector<float> router_logits(n * num_experts);
+    MatMul(l.router, x, n, router_logits.data(), pool);
+    std::vector<std::vector<int64_t>> tokens_of(num_experts);
+    std::vector<std::vector<float>> weights_of(num_experts);
+    std::vector<int> order(num_experts);
+    for (int64_t t = 0; t < n; ++t) {
+      float* probs = &router_logits[t * num_experts];
+      Softmax(probs, num_experts);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
+      float sum = 0.0f;
+      for (int j = 0; j < top_k; ++j) sum += probs[order[j]];
+      for (int j = 0; j < top_k; ++j) {
+        const int e = order[j];
+        tokens_of[e].push_back(t);
+        weights_of[e].push_back(c.norm_topk_prob ? probs[e] / sum : probs[e]);
+      }
+    }
+    std::vector<float> gathered, partial;
+    for (int e = 0; e < num_experts; ++e) {
+      const int64_t m = static_cast<int64_t>(tokens_of[e].size());
+      if (m == 0) continue;
+      gathered.resize(m * hidden);
+      partial.assign(m * hidden, 0.0f);
+      for (int64_t j = 0; j < m; ++j) {
+        std::copy_n(x + tokens_of[e][j] * hidden, hidden, &gathered[j * hidden]);
+      }
+      MlpAccumulate(l.experts[e], gathered.data(), m, weights_of[e].data(), partial.data(), pool);
+      for (int64_t j = 0; j < m; ++j) {
+        float* dst = out + tokens_of[e][j] * hidden;
+        for (int64_t i = 0; i < hidden; ++i) dst[i] += partial[j * hidden + i];
+      }
+    }
+    if (!l.shared.gate.empty()) {
+      std::vector<float> shared_weight(n, 1.0f);
+      if (!l.shared_gate.empty()) {
+        MatMul(l.shared_gate, x, n, shared_weight.data(), pool);
+        for (float& s : shared_weight) s = Sigmoid(s);
+      }
+      MlpAccumulate(l.shared, x, n, shared_weight.data(), out, pool);
+    }
+  }
+
+  ModelConfig config_;
+  MatrixView embedding_, output_;
+  std::vector<float> output_norm_;
+  RopeTable rope_;
+  std::vector<LayerWeights> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Architecture> CreateDecoder(const ModelConfig& config) {
+  return std::make_unique<Decoder>(config);
+}
+
+}  // namespace tetra

@@ -1,0 +1,94 @@
+// The tetra binary as a user runs it: exit codes, one-line errors, and the
+// default model's answer.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+#include "../model/test_paths.h"
+
+namespace tetra {
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+RunResult RunTetra(const std::string& args) {
+  const std::string command = std::string(TETRA_BINARY) + " " + args + " 2>&1";
+  RunResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+int CountLines(const std::string& s) {
+  int lines = 0;
+  for (char c : s) lines += c == '\n';
+  return lines;
+}
+
+TEST(CliTest, UnknownFlagFailsWithOneLine) {
+  RunResult r = RunTetra("generate -p hi --no-such-flag");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("--no-such-flag"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, UnknownSubcommandFails) {
+  RunResult r = RunTetra("frobnicate");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(r.output.empty());
+}
+
+TEST(CliTest, MissingModelFileFailsNamingIt) {
+  RunResult r = RunTetra("generate -m /nonexistent/model.gguf -p hi -n 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/model.gguf"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, BadValueFails) {
+  RunResult r = RunTetra("generate -p hi -n -5");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  r = RunTetra("generate -p hi --temperature abc");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+}
+
+TEST(CliTest, TokenizeVocabOnlyGgufPrintsIds) {
+  const std::string vocab = std::string(TETRA_SHARED_DIR) + "/testdata/vocab/ggml-vocab-gpt-2.gguf";
+  RunResult r = RunTetra("tokenize -m " + vocab + " -p 'Hello world' --ids --no-special");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // GPT-2's ids for "Hello" and " world", as the HF tokenizer gives them.
+  EXPECT_EQ(r.output, "15496 995\n");
+}
+
+TEST(CliTest, DefaultModelKnowsTheCapitalOfFrance) {
+  TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
+  RunResult r = RunTetra("generate -p 'The capital of France is' -n 8 --temperature 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Paris"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, InfoDescribesTheDefaultModel) {
+  TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
+  RunResult r = RunTetra("info");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("architecture:    llama"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Q4_1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("chat template:   yes"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace tetra

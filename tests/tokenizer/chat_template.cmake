@@ -1,0 +1,1 @@
+tetra_add_test(chat_template_test SOURCES chat_template_test.cc LIBS tetra_tokenizer)
