@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -27,10 +28,39 @@ std::string ResolveModel(const std::string& flag) {
   return flag.empty() ? DefaultModelPath() : flag;
 }
 
+// Reads every page of the mapped weights once, drawing a progress line on a
+// terminal, so that the first token does not pay for page faults. Off a
+// terminal the pages are left to fault in lazily.
+void PrefaultWithProgress(const ModelFiles& files) {
+  if (!isatty(STDERR_FILENO)) return;
+  std::vector<const WeightTensor*> tensors;
+  size_t total = 0;
+  for (const std::string& name : files.weights.Names()) {
+    tensors.push_back(files.weights.Find(name));
+    total += tensors.back()->num_bytes;
+  }
+  std::sort(tensors.begin(), tensors.end(), [](auto* a, auto* b) { return a->data < b->data; });
+  constexpr size_t kPage = 4096;
+  size_t done = 0;
+  int last_percent = -1;
+  volatile uint8_t sink = 0;
+  for (const WeightTensor* t : tensors) {
+    for (size_t offset = 0; offset < t->num_bytes; offset += kPage) sink = sink + t->data[offset];
+    done += t->num_bytes;
+    const int percent = total ? static_cast<int>(100 * done / total) : 100;
+    if (percent != last_percent) {
+      std::fprintf(stderr, "\rloading %s: %3d%% (%zu / %zu MB)", files.path.c_str(), percent, done >> 20, total >> 20);
+      last_percent = percent;
+    }
+  }
+  std::fprintf(stderr, "\r\033[K");
+}
+
 StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path) {
   const auto start = std::chrono::steady_clock::now();
   auto model = LoadModel(path);
   if (model.ok()) {
+    PrefaultWithProgress(*(*model)->files);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     TETRA_LOG_INFO("loaded {} ({}) in {:.0f} ms", path, (*model)->spec->name, ms);
   } else if (path == DefaultModelPath()) {
