@@ -81,6 +81,27 @@ TEST(CliTest, DefaultModelKnowsTheCapitalOfFrance) {
   EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
 }
 
+TEST(CliTest, ChatAppliesTheTemplate) {
+  TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
+  RunResult r = RunTetra("generate --chat -p 'What is the capital of France?' -n 12 --temperature 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Paris"), std::string::npos) << r.output;
+  // The template's markup is consumed, not echoed.
+  EXPECT_EQ(r.output.find("<|im_start|>"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, SamplingIsReproducibleWithASeed) {
+  TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
+  const std::string args = "generate -p 'Once upon a time' -n 12 --temperature 0.9 --top-k 50 --top-p 0.9 --seed 7";
+  RunResult a = RunTetra(args);
+  RunResult b = RunTetra(args);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  // Compare the text, not the timing line that follows it.
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt: ")); };
+  EXPECT_FALSE(text(a.output).empty());
+  EXPECT_EQ(text(a.output), text(b.output));
+}
+
 TEST(CliTest, InfoDescribesTheDefaultModel) {
   TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
   RunResult r = RunTetra("info");
