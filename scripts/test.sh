@@ -7,5 +7,7 @@ scripts/install-default-model.sh
 scripts/build.sh
 # Tests that need the default model fail (rather than skip) when it is absent.
 export TETRA_REQUIRE_DEFAULT_MODEL=1
+# A short libFuzzer run of both parsers (longer: scripts/fuzz.sh 600).
+scripts/fuzz.sh 20
 cd build
 ctest -j"$(nproc 2>/dev/null || echo 2)" --output-on-failure
