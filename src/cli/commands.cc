@@ -101,8 +101,11 @@ int RunGenerate(const GenerateFlags& f) {
   std::vector<int32_t> prompt;
   if (f.chat) {
     if (!model.chat_template) return Fail(fmt::format("{}: the model has no chat template", model.files->path));
-    nlohmann::json context = {
-        {"messages", nlohmann::json::array({{{"role", "user"}, {"content", f.prompt}}})},
+    // As transformers' apply_chat_template calls it (tools and documents null).
+    nlohmann::ordered_json context = {
+        {"messages", nlohmann::ordered_json::array({{{"role", "user"}, {"content", f.prompt}}})},
+        {"tools", nullptr},
+        {"documents", nullptr},
         {"add_generation_prompt", true},
         {"bos_token", model.bos_text()},
         {"eos_token", model.eos_text()},
