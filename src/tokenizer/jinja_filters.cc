@@ -119,11 +119,11 @@ StatusOr<Value> ToJsonFilter(const Value& input, const CallArgs& args) {
     if (indent->is_string()) {
       style.indent = indent->as_string();
     } else if (indent->is_int()) {
-      style.indent = std::string(static_cast<size_t>(std::clamp<int64_t>(indent->as_int(), 0, 256)), ' ');
+      style.indent.emplace(static_cast<size_t>(std::clamp<int64_t>(indent->as_int(), 0, 256)), ' ');
     } else {
       return Status::Errorf("tojson: indent must be an integer or string, not {}", indent->TypeName());
     }
-    style.item_separator = ",";
+    style.item_separator.assign(1, ',');
   }
   if (auto separators = Argument(args, 2, "separators"); separators && !separators->is_none()) {
     if (!separators->is_list() || separators->items().size() != 2 || !separators->items()[0].is_string() ||

@@ -184,7 +184,23 @@ class Renderer {
     return Status::Ok();
   }
 
+  // Bounds the interpreter's own recursion (statements, expressions and
+  // macro calls together), so no template can overflow the stack.
+  struct NestingGuard {
+    explicit NestingGuard(int& depth) : depth(depth) { ++depth; }
+    ~NestingGuard() { --depth; }
+    int& depth;
+  };
+  Status CheckNesting() const {
+    if (nesting_ > options_.limits.max_nesting) {
+      return Status::Errorf("template recursion deeper than {} levels", options_.limits.max_nesting);
+    }
+    return Status::Ok();
+  }
+
   Status ExecBody(const NodeList& body, const FramePtr& frame, std::string& out, Flow* flow) {
+    NestingGuard guard(nesting_);
+    TETRA_RETURN_IF_ERROR(CheckNesting());
     for (const auto& node : body) {
       TETRA_RETURN_IF_ERROR(WithLine(Exec(*node, frame, out, flow), node->line));
       if (*flow != Flow::kNormal) return Status::Ok();
@@ -294,7 +310,31 @@ class Renderer {
     return Status::Ok();
   }
 
-  Status ExecFor(const Node& node, const FramePtr& frame, std::string& out) {
+  // jinja2's `loop` variable for iteration i of items. Kept out of line: its
+  // temporaries would otherwise sit in every nested loop's stack frame.
+  [[gnu::noinline]] static Value MakeLoopObject(const ValueList& items, int64_t i) {
+    const int64_t length = static_cast<int64_t>(items.size());
+    ValuePairs loop = {
+        {Value::String("index"), Value::Int(i + 1)},
+        {Value::String("index0"), Value::Int(i)},
+        {Value::String("revindex"), Value::Int(length - i)},
+        {Value::String("revindex0"), Value::Int(length - i - 1)},
+        {Value::String("first"), Value::Bool(i == 0)},
+        {Value::String("last"), Value::Bool(i == length - 1)},
+        {Value::String("length"), Value::Int(length)},
+        {Value::String("depth"), Value::Int(1)},
+        {Value::String("depth0"), Value::Int(0)},
+        {Value::String("previtem"), i > 0 ? items[i - 1] : Value::Undefined("there is no previous item")},
+        {Value::String("nextitem"), i + 1 < length ? items[i + 1] : Value::Undefined("there is no next item")},
+        {Value::String("cycle"), Value::Function("cycle", [i](CallArgs& args) -> StatusOr<Value> {
+           if (args.positional.empty()) return Status::Error("no items for cycling given");
+           return args.positional[i % args.positional.size()];
+         })},
+    };
+    return Value::Dict(std::move(loop));
+  }
+
+  [[gnu::noinline]] Status ExecFor(const Node& node, const FramePtr& frame, std::string& out) {
     TETRA_ASSIGN_OR_RETURN(auto iterable, Eval(*node.children[0], frame));
     TETRA_ASSIGN_OR_RETURN(auto all_items, IterateValue(iterable));
     ValueList items;
@@ -314,24 +354,7 @@ class Renderer {
       TETRA_RETURN_IF_ERROR(CountIteration());
       auto scope = std::make_shared<Frame>(frame);
       TETRA_RETURN_IF_ERROR(Assign(node, items[i], *scope));
-      ValuePairs loop = {
-          {Value::String("index"), Value::Int(i + 1)},
-          {Value::String("index0"), Value::Int(i)},
-          {Value::String("revindex"), Value::Int(length - i)},
-          {Value::String("revindex0"), Value::Int(length - i - 1)},
-          {Value::String("first"), Value::Bool(i == 0)},
-          {Value::String("last"), Value::Bool(i == length - 1)},
-          {Value::String("length"), Value::Int(length)},
-          {Value::String("depth"), Value::Int(1)},
-          {Value::String("depth0"), Value::Int(0)},
-          {Value::String("previtem"), i > 0 ? items[i - 1] : Value::Undefined("there is no previous item")},
-          {Value::String("nextitem"), i + 1 < length ? items[i + 1] : Value::Undefined("there is no next item")},
-          {Value::String("cycle"), Value::Function("cycle", [i](CallArgs& args) -> StatusOr<Value> {
-             if (args.positional.empty()) return Status::Error("no items for cycling given");
-             return args.positional[i % args.positional.size()];
-           })},
-      };
-      scope->Set("loop", Value::Dict(std::move(loop)));
+      scope->Set("loop", MakeLoopObject(items, i));
       Flow flow = Flow::kNormal;
       TETRA_RETURN_IF_ERROR(ExecBody(node.body, scope, out, &flow));
       if (flow == Flow::kBreak) break;
@@ -350,7 +373,14 @@ class Renderer {
     const bool uses_caller = NameIsUsed(node, "caller");
     const Node* macro = &node;
     const std::string name = node.kind == NodeKind::kMacro ? node.name : "caller";
+    // The macro value usually lives in the frame it captures; a weak capture
+    // avoids a reference cycle, and macro_frames_ keeps the frame alive
+    // until the render ends.
+    macro_frames_.push_back(defining_frame);
+    std::weak_ptr<Frame> weak_frame = defining_frame;
     return Value::Function(name, [=, this](CallArgs& args) -> StatusOr<Value> {
+      FramePtr defining_frame = weak_frame.lock();
+      if (!defining_frame) return Status::Errorf("macro '{}' called after its render ended", name);
       if (call_depth_ >= options_.limits.max_call_depth) {
         return Status::Errorf("macro '{}': calls nested deeper than {}", name, options_.limits.max_call_depth);
       }
@@ -447,6 +477,8 @@ class Renderer {
   }
 
   StatusOr<Value> Eval(const Node& node, const FramePtr& frame) {
+    NestingGuard guard(nesting_);
+    TETRA_RETURN_IF_ERROR(CheckNesting());
     auto result = EvalUnchecked(node, frame);
     if (result.ok()) TETRA_RETURN_IF_ERROR(CheckSize(*result));
     return result;
@@ -733,7 +765,9 @@ class Renderer {
   ValueLimits value_limits_;
   int64_t iterations_ = 0;
   int call_depth_ = 0;
+  int nesting_ = 0;
   const Value* block_input_ = nullptr;
+  std::vector<FramePtr> macro_frames_;
 };
 
 // jinja2 rejects unknown filters and tests when compiling, except inside an

@@ -21,6 +21,9 @@ struct RenderLimits {
   size_t max_output_bytes = 64u << 20;        // also the largest string a template may build
   int64_t max_loop_iterations = 10'000'000;   // summed over all loops of one render
   int max_call_depth = 128;                   // nested macro calls
+  // Nested statement bodies plus expressions, across macro calls: bounds the
+  // native stack a render uses (a few KiB per level).
+  int max_nesting = 500;
 };
 
 struct RenderOptions {

@@ -17,6 +17,20 @@ constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581
 constexpr size_t kMaxCachedWordLength = 256;
 constexpr size_t kMaxCacheEntries = 1 << 16;
 
+// HF's ByteLevel decoder on an added token: when every character is in the
+// GPT-2 byte map the token becomes those bytes, otherwise it stays as it is.
+std::string ByteLevelDecodeAddedToken(const std::string& text) {
+  std::string bytes;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t n = tokenizer_internal::ValidUtf8CharLength(text, pos);
+    int byte = n == 0 ? -1 : tokenizer_internal::UnicodeToByte(tokenizer_internal::DecodeUtf8Char(text, pos, n));
+    if (byte < 0) return text;
+    bytes.push_back(static_cast<char>(byte));
+    pos += n;
+  }
+  return bytes;
+}
+
 bool IsWhitespaceByte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 }  // namespace
 
@@ -50,27 +64,21 @@ Status Tokenizer::Finish() {
                                 "<|endoftext|>", "<|end_of_text|>", "<EOT>", "<｜end▁of▁sentence｜>"}) {
     AddStopIdIfPresent(name);
   }
-  // The trie of added-token texts, for longest-match splitting.
-  trie_.assign(1, TrieNode{});
+  // Tries of added-token texts, for longest-match splitting: tokens marked
+  // "normalized" are matched by their normalized text in normalized pieces.
+  std::vector<std::pair<std::string, int32_t>> raw_texts, normalized_texts;
   for (size_t index = 0; index < added_tokens_.size(); ++index) {
     const std::string& text = tokens_[added_tokens_[index].id];
-    if (text.empty()) continue;
-    int32_t node = 0;
-    for (char c : text) {
-      uint8_t byte = static_cast<uint8_t>(c);
-      int32_t child = -1;
-      for (auto [b, next] : trie_[node].children) {
-        if (b == byte) child = next;
-      }
-      if (child < 0) {
-        child = static_cast<int32_t>(trie_.size());
-        trie_[node].children.emplace_back(byte, child);
-        trie_.emplace_back();
-      }
-      node = child;
+    if (!added_tokens_[index].is_normalized) {
+      raw_texts.emplace_back(text, static_cast<int32_t>(index));
+    } else {
+      std::string normalized = normalizer_ ? normalizer_->Normalize(text) : text;
+      if (normalized != text) normalized_added_texts_[added_tokens_[index].id] = normalized;
+      normalized_texts.emplace_back(std::move(normalized), static_cast<int32_t>(index));
     }
-    if (trie_[node].added_index < 0) trie_[node].added_index = static_cast<int32_t>(index);
   }
+  trie_ = BuildTrie(raw_texts);
+  if (!normalized_texts.empty()) normalized_trie_ = BuildTrie(normalized_texts);
   return Status::Ok();
 }
 
@@ -101,7 +109,31 @@ bool Tokenizer::IsControl(int32_t id) const {
   return token_types_[id] == TokenType::kControl || token_types_[id] == TokenType::kUnknown;
 }
 
-std::vector<Tokenizer::Fragment> Tokenizer::SplitAddedTokens(std::string_view text, bool parse_special) const {
+std::vector<Tokenizer::TrieNode> Tokenizer::BuildTrie(const std::vector<std::pair<std::string, int32_t>>& texts) {
+  std::vector<TrieNode> trie(1);
+  for (const auto& [text, added_index] : texts) {
+    if (text.empty()) continue;
+    int32_t node = 0;
+    for (char c : text) {
+      uint8_t byte = static_cast<uint8_t>(c);
+      int32_t child = -1;
+      for (auto [b, next] : trie[node].children) {
+        if (b == byte) child = next;
+      }
+      if (child < 0) {
+        child = static_cast<int32_t>(trie.size());
+        trie[node].children.emplace_back(byte, child);
+        trie.emplace_back();
+      }
+      node = child;
+    }
+    if (trie[node].added_index < 0) trie[node].added_index = added_index;
+  }
+  return trie;
+}
+
+std::vector<Tokenizer::Fragment> Tokenizer::SplitAddedTokens(std::string_view text, bool parse_special,
+                                                             const std::vector<TrieNode>& trie) const {
   std::vector<Fragment> fragments;
   size_t text_start = 0, pos = 0;
   while (pos < text.size()) {
@@ -111,12 +143,12 @@ std::vector<Tokenizer::Fragment> Tokenizer::SplitAddedTokens(std::string_view te
     for (size_t i = pos; i < text.size(); ++i) {
       uint8_t byte = static_cast<uint8_t>(text[i]);
       int32_t child = -1;
-      for (auto [b, next] : trie_[node].children) {
+      for (auto [b, next] : trie[node].children) {
         if (b == byte) { child = next; break; }
       }
       if (child < 0) break;
       node = child;
-      int32_t index = trie_[node].added_index;
+      int32_t index = trie[node].added_index;
       if (index >= 0 && (parse_special || !added_tokens_[index].is_special)) {
         best = index;
         best_end = i + 1;
@@ -147,8 +179,13 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special, 
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (add_special && add_bos_) ids.push_back(*bos_id_);
+  std::vector<Fragment> fragments = SplitAddedTokens(text, parse_special, trie_);
+  std::vector<std::string> normalized_texts;  // owns the text of normalized fragments
+  if (normalizer_ || !normalized_trie_.empty()) {
+    fragments = NormalizeAndSplit(std::move(fragments), parse_special, &normalized_texts);
+  }
   bool is_first_fragment = true;
-  for (const Fragment& fragment : SplitAddedTokens(text, parse_special)) {
+  for (const Fragment& fragment : fragments) {
     if (fragment.token_id >= 0) {
       ids.push_back(fragment.token_id);
     } else if (kind_ == Kind::kByteLevel) {
@@ -160,6 +197,28 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special, 
   }
   if (add_special && add_eos_) ids.push_back(*eos_id_);
   return ids;
+}
+
+std::vector<Tokenizer::Fragment> Tokenizer::NormalizeAndSplit(std::vector<Fragment> fragments, bool parse_special,
+                                                              std::vector<std::string>* normalized_texts) const {
+  normalized_texts->reserve(fragments.size());  // no reallocation: fragments view into the strings
+  std::vector<Fragment> out;
+  out.reserve(fragments.size());
+  for (const Fragment& fragment : fragments) {
+    if (fragment.token_id >= 0) {
+      out.push_back(fragment);
+      continue;
+    }
+    normalized_texts->push_back(normalizer_ ? normalizer_->Normalize(fragment.text) : std::string(fragment.text));
+    if (normalized_trie_.empty()) {
+      if (!normalized_texts->back().empty()) out.push_back({normalized_texts->back(), -1});
+      continue;
+    }
+    for (const Fragment& piece : SplitAddedTokens(normalized_texts->back(), parse_special, normalized_trie_)) {
+      out.push_back(piece);
+    }
+  }
+  return out;
 }
 
 void Tokenizer::EncodeByteLevel(std::string_view text, std::vector<int32_t>* out) const {
@@ -304,13 +363,15 @@ void Tokenizer::EncodeSentencePieceWord(std::string_view word, std::vector<int32
 
 std::string Tokenizer::TokenBytes(int32_t id, bool skip_special) const {
   if (id < 0 || id >= vocab_size()) return {};
-  const std::string& text = tokens_[id];
+  auto normalized = normalized_added_texts_.find(id);
+  const std::string& text = normalized != normalized_added_texts_.end() ? normalized->second : tokens_[id];
   switch (token_types_[id]) {
     case TokenType::kControl:
     case TokenType::kUnknown:
-      return skip_special ? std::string() : text;
+      if (skip_special) return std::string();
+      [[fallthrough]];
     case TokenType::kUserDefined:
-      return text;
+      return kind_ == Kind::kByteLevel ? ByteLevelDecodeAddedToken(text) : text;
     case TokenType::kByte:
       if (kind_ == Kind::kSentencePiece && text.size() == 6 && text.starts_with("<0x")) {
         return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));

@@ -7,7 +7,9 @@
 //  - SentencePiece-style BPE (Llama-2/SPM, Phi-3, Baichuan, Mistral, Gemma):
 //    spaces become U+2581 (with an optional prefix), merges by score (GGUF) or
 //    by rank (tokenizer.json), <0xNN> byte fallback for unknown characters.
-// Special and added tokens are cut out of the text before either model runs.
+// Special and added tokens are cut out of the text before either model runs;
+// tokenizer.json normalizers (NFC, Lowercase, ...) apply to the text between
+// them, as in the `tokenizers` library (see FromHfJson).
 //
 // Immutable after construction: every const method may be called from any
 // thread at once (the word cache inside is locked).
@@ -28,6 +30,7 @@
 
 #include "base/status.h"
 #include "tokenizer/bpe_merges.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/pre_tokenizer.h"
 
 namespace tetra {
@@ -52,9 +55,13 @@ class Tokenizer {
   static StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const nlohmann::ordered_json& metadata);
 
   // From a HF tokenizer.json (BPE model; ByteLevel / Split / Digits /
-  // Punctuation / Metaspace pre-tokenizers; Prepend/Replace normalizers;
+  // Punctuation / Metaspace pre-tokenizers; the normalizers of normalizer.h;
   // added_tokens; TemplateProcessing for BOS/EOS) and its tokenizer_config.json
   // (may be null: add_bos_token, add_eos_token, eos_token override the file).
+  // Encode then works as the library does: added tokens with "normalized":
+  // false are cut out of the raw text; each remaining piece is normalized, and
+  // added tokens with "normalized": true (matched by their normalized text) are
+  // cut out of the normalized piece.
   static StatusOr<std::unique_ptr<Tokenizer>> FromHfJson(const std::string& tokenizer_json_path,
                                                          const nlohmann::json& tokenizer_config);
 
@@ -89,6 +96,7 @@ class Tokenizer {
     int32_t id;
     bool is_special;  // matched only with parse_special
     bool lstrip = false, rstrip = false;
+    bool is_normalized = false;  // matched in normalized text (tokenizer.json "normalized")
   };
   struct TrieNode {
     std::vector<std::pair<uint8_t, int32_t>> children;  // byte -> node index
@@ -103,7 +111,13 @@ class Tokenizer {
   Status Finish();  // builds lookups, checks ids; after loaders fill the fields
   void AddAddedToken(AddedToken token);
   void AddStopIdIfPresent(std::string_view text);
-  std::vector<Fragment> SplitAddedTokens(std::string_view text, bool parse_special) const;
+  static std::vector<TrieNode> BuildTrie(const std::vector<std::pair<std::string, int32_t>>& texts);
+  std::vector<Fragment> SplitAddedTokens(std::string_view text, bool parse_special,
+                                         const std::vector<TrieNode>& trie) const;
+  // The pieces between non-normalized added tokens, normalized and split on
+  // normalized added tokens. Views point into *normalized_texts.
+  std::vector<Fragment> NormalizeAndSplit(std::vector<Fragment> fragments, bool parse_special,
+                                          std::vector<std::string>* normalized_texts) const;
   void EncodeByteLevel(std::string_view text, std::vector<int32_t>* out) const;
   void EncodeByteLevelWord(std::string_view word, std::vector<int32_t>* out) const;
   void EncodeSentencePiece(std::string_view text, bool is_first_fragment, std::vector<int32_t>* out) const;
@@ -132,8 +146,16 @@ class Tokenizer {
   std::array<int32_t, 256> byte_token_ids_{};  // <0xNN>, -1 when absent
   std::optional<int32_t> unknown_id_;
 
+  // tokenizer.json "normalizer"; null when absent (GGUF: SentencePiece spaces
+  // are handled by space_prefix_/replace_spaces_ above).
+  std::unique_ptr<const tokenizer_internal::Normalizer> normalizer_;
+
   std::vector<AddedToken> added_tokens_;
-  std::vector<TrieNode> trie_;
+  std::vector<TrieNode> trie_;             // added tokens matched in the raw text
+  std::vector<TrieNode> normalized_trie_;  // is_normalized ones, by normalized text; empty when none
+  // Decoded text of normalized added tokens whose normalized form differs (HF
+  // decodes those from the normalized form).
+  std::unordered_map<int32_t, std::string> normalized_added_texts_;
 
   std::optional<int32_t> bos_id_, eos_id_;
   bool add_bos_ = false, add_eos_ = false;

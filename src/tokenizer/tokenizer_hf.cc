@@ -115,7 +115,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& pa
     t.tokens_[id] = token["content"].get<std::string>();
     bool special = JsonBool(token, "special", false);
     t.token_types_[id] = special ? TokenType::kControl : TokenType::kUserDefined;
-    t.AddAddedToken({id, special, JsonBool(token, "lstrip", false), JsonBool(token, "rstrip", false)});
+    t.AddAddedToken({id, special, JsonBool(token, "lstrip", false), JsonBool(token, "rstrip", false),
+                     JsonBool(token, "normalized", !special)});
   }
   for (int32_t id = 0; id <= max_id; ++id) {
     const std::string& text = t.tokens_[id];
@@ -157,7 +158,13 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& pa
     if (it != ids.end()) t.unknown_id_ = it->second;
   }
 
-  // Pre-tokenizer and normalizer decide the kind.
+  // The normalizer runs on the text between added tokens (Encode); an empty
+  // Sequence or a missing one changes nothing and is dropped.
+  auto normalizer = tokenizer_internal::Normalizer::FromJson(root.value("normalizer", Json()));
+  if (!normalizer.ok()) return normalizer.status().WithPrefix(path + ": ");
+  if (!(*normalizer)->is_identity()) t.normalizer_ = std::move(*normalizer);
+
+  // The pre-tokenizer decides the kind.
   std::vector<std::string> regexes;
   bool is_byte_level = false;
   Json metaspace;
@@ -189,25 +196,6 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& pa
                                             : SpacePrefix::kNever;
       t.space_prefix_only_if_missing_ = true;
       t.split_on_space_marker_ = JsonBool(metaspace, "split", true);
-    }
-    const Json& normalizer = root.value("normalizer", Json());
-    std::vector<Json> steps;
-    if (JsonString(normalizer, "type") == "Sequence") {
-      for (const Json& step : normalizer.value("normalizers", Json::array())) steps.push_back(step);
-    } else if (!normalizer.is_null()) {
-      steps.push_back(normalizer);
-    }
-    for (const Json& step : steps) {
-      const std::string type = JsonString(step, "type");
-      if (type == "Prepend" && JsonString(step, "prepend") == "\xE2\x96\x81") {
-        t.space_prefix_ = SpacePrefix::kEveryFragment;
-        t.space_prefix_only_if_missing_ = false;
-      } else if (type == "Replace" && step.value("pattern", Json::object()).value("String", "") == " " &&
-                 JsonString(step, "content") == "\xE2\x96\x81") {
-        t.replace_spaces_ = true;
-      } else {
-        return Status::Errorf("{}: normalizer '{}' is not supported", path, step.dump());
-      }
     }
     // Decoders of SentencePiece-style files end with Strip(" ", 1) or Metaspace.
     const std::string decoder_text = decoder.dump();

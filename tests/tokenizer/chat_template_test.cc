@@ -207,6 +207,18 @@ TEST(ChatTemplateLimits, RecursionDepth) {
   EXPECT_NE(rendered.status().message().find("nested deeper"), std::string::npos) << rendered.status().message();
 }
 
+TEST(ChatTemplateLimits, DeepRecursionThroughNestedBlocksFailsCleanly) {
+  std::string open, close;
+  for (int i = 0; i < 90; ++i) {  // just under the parser's nesting limit
+    open += "{% if true %}{% for x in [1] %}";
+    close += "{% endfor %}{% endif %}";
+  }
+  auto parsed = ChatTemplate::Parse("{% macro f(n) %}" + open + "{{ f(n + 1) }}" + close +
+                                    "{% endmacro %}{{ f(0) }}");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_FALSE(parsed->Render(Json::object()).ok());
+}
+
 TEST(ChatTemplateLimits, StringDoublingIsStopped) {
   auto parsed = ChatTemplate::Parse(
       "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
