@@ -14,6 +14,7 @@
 #include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "engine/generator.h"
+#include "engine/perplexity.h"
 #include "model/model.h"
 
 namespace tetra::cli {
@@ -223,6 +224,37 @@ int RunTokenize(const TokenizeFlags& f) {
   }
   if (f.ids_only) out += '\n';
   std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+void AddPerplexityCommand(CLI::App& app, PerplexityFlags& f) {
+  CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a model over a text file");
+  cmd->add_option("-m,--model", f.model, "GGUF file or HF directory (default: the embedded default model)");
+  cmd->add_option("-f,--file", f.file, "Text file")->required();
+  cmd->add_option("-c,--ctx", f.context, "Tokens per window")->check(CLI::Range(int64_t{2}, int64_t{1} << 24));
+  cmd->add_flag("--all-tokens", f.all_tokens, "Score every token of a window, not only its second half");
+  cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+}
+
+int RunPerplexity(const PerplexityFlags& f) {
+  auto text = ReadFileToString(f.file);
+  if (!text.ok()) return Fail(text.status().message());
+  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  if (!loaded.ok()) return Fail(loaded.status().message());
+  Model& model = **loaded;
+  ThreadPool pool(f.threads);
+  const std::vector<int32_t> tokens = model.tokenizer->Encode(*text, /*add_special=*/true, /*parse_special=*/false);
+  PerplexityOptions options;
+  options.context = f.context;
+  options.score_second_half = !f.all_tokens;
+  const auto start = std::chrono::steady_clock::now();
+  auto result = ComputePerplexity(model, tokens, options, pool);
+  if (!result.ok()) return Fail(fmt::format("{}: {}", f.file, result.status().message()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fmt::print("perplexity: {:.4f} (mean NLL {:.5f} ± {:.5f} nats over {} tokens in {} windows of {})\n",
+             result->perplexity, result->mean_nll, result->nll_standard_error, result->num_scored,
+             result->num_windows, f.context);
+  std::fprintf(stderr, "%.1f tokens/s\n", result->num_windows * f.context / seconds);
   return 0;
 }
 

@@ -44,4 +44,14 @@ struct TokenizeFlags {
 void AddTokenizeCommand(CLI::App& app, TokenizeFlags& flags);
 int RunTokenize(const TokenizeFlags& flags);
 
+struct PerplexityFlags {
+  std::string model;
+  std::string file;
+  int64_t context = 512;
+  bool all_tokens = false;
+  int threads = 0;
+};
+void AddPerplexityCommand(CLI::App& app, PerplexityFlags& flags);
+int RunPerplexity(const PerplexityFlags& flags);
+
 }  // namespace tetra::cli
