@@ -254,6 +254,7 @@ int RunPerplexity(const PerplexityFlags& f) {
   fmt::print("perplexity: {:.4f} (mean NLL {:.5f} ± {:.5f} nats over {} tokens in {} windows of {})\n",
              result->perplexity, result->mean_nll, result->nll_standard_error, result->num_scored,
              result->num_windows, f.context);
+  std::fflush(stdout);
   std::fprintf(stderr, "%.1f tokens/s\n", result->num_windows * f.context / seconds);
   return 0;
 }
