@@ -1,0 +1,258 @@
+#include "kernels/w4a8/packed_w4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "base/check.h"
+#include "kernels/reference/dequantize.h"
+
+namespace tetra {
+
+AlignedBuffer AlignedBuffer::Zeroed(size_t num_bytes) {
+  AlignedBuffer buffer;
+  if (num_bytes == 0) return buffer;
+  const size_t rounded = (num_bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) return buffer;
+  std::memset(p, 0, rounded);
+  buffer.data_.reset(static_cast<uint8_t*>(p));
+  buffer.size_ = num_bytes;
+  return buffer;
+}
+
+namespace {
+
+// Byte offset of input c (0 <= c < group_size) of tile row `row` inside a
+// group record, and whether it is the high nibble.
+inline size_t NibbleByte(int c, int row, bool* is_high) {
+  const int sub_block = c / PackedW4::kSubBlockInputs;
+  const int within = c % PackedW4::kSubBlockInputs;
+  *is_high = within >= 16;
+  const int chunk = (within % 16) / 4;
+  return static_cast<size_t>(sub_block) * 256 + static_cast<size_t>(chunk) * 64 +
+         static_cast<size_t>(row) * 4 + static_cast<size_t>(within % 4);
+}
+
+// One row's codes and per-group parameters before they are scattered.
+struct RowCodes {
+  std::vector<uint8_t> q;      // [cols], 0..15
+  std::vector<float> scales;   // [num_groups]
+  std::vector<float> mins;     // [num_groups]
+};
+
+void ScatterRow(const RowCodes& codes, int64_t r, PackedW4* w) {
+  const int64_t tile = r / PackedW4::kTileRows;
+  const int row = static_cast<int>(r % PackedW4::kTileRows);
+  for (int64_t g = 0; g < w->num_groups; ++g) {
+    uint8_t* group = w->data.data() + static_cast<size_t>(tile) * w->tile_bytes +
+                     static_cast<size_t>(g) * w->group_bytes;
+    const uint8_t* q = codes.q.data() + g * w->group_size;
+    for (int c = 0; c < w->group_size; ++c) {
+      bool is_high;
+      uint8_t& byte = group[NibbleByte(c, row, &is_high)];
+      byte = static_cast<uint8_t>(is_high ? ((byte & 0x0F) | (q[c] << 4)) : ((byte & 0xF0) | q[c]));
+    }
+    std::memcpy(group + w->scales_offset() + row * sizeof(float), &codes.scales[g], sizeof(float));
+    std::memcpy(group + w->mins_offset() + row * sizeof(float), &codes.mins[g], sizeof(float));
+  }
+}
+
+float ReadHalfAt(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return HalfToFloat(h);
+}
+
+Status CheckGroupParameters(float scale, float min, int64_t r, int64_t c) {
+  if (!std::isfinite(scale) || !std::isfinite(min)) {
+    return Status::Errorf("row {}, column {}: block scale or min is not finite (scale {}, min {})", r, c,
+                          scale, min);
+  }
+  return Status::Ok();
+}
+
+// Q4_0 [d:f16][qs:16]: x = d*(q-8) = q*d + (-8d), exact in f32.
+Status CodesFromQ4_0(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out) {
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const uint8_t* block = src + b * 18;
+    const float d = ReadHalfAt(block);
+    out->scales[b] = d;
+    out->mins[b] = -8.0f * d;
+    TETRA_RETURN_IF_ERROR(CheckGroupParameters(out->scales[b], out->mins[b], r, b * 32));
+    for (int i = 0; i < 16; ++i) {
+      out->q[b * 32 + i] = block[2 + i] & 0x0F;
+      out->q[b * 32 + 16 + i] = block[2 + i] >> 4;
+    }
+  }
+  return Status::Ok();
+}
+
+// Q4_1 [d:f16][m:f16][qs:16]: x = d*q + m.
+Status CodesFromQ4_1(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out) {
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const uint8_t* block = src + b * 20;
+    out->scales[b] = ReadHalfAt(block);
+    out->mins[b] = ReadHalfAt(block + 2);
+    TETRA_RETURN_IF_ERROR(CheckGroupParameters(out->scales[b], out->mins[b], r, b * 32));
+    for (int i = 0; i < 16; ++i) {
+      out->q[b * 32 + i] = block[4 + i] & 0x0F;
+      out->q[b * 32 + 16 + i] = block[4 + i] >> 4;
+    }
+  }
+  return Status::Ok();
+}
+
+// Q4_K [d:f16][dmin:f16][scales:12][qs:128], 8 groups of 32:
+// x = (d*sc)*q - dmin*m = q*(d*sc) + (-(dmin*m)), the same two roundings.
+Status CodesFromQ4_K(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out) {
+  for (int64_t b = 0; b < cols / 256; ++b) {
+    const uint8_t* block = src + b * 144;
+    const float d = ReadHalfAt(block);
+    const float dmin = ReadHalfAt(block + 2);
+    const uint8_t* packed_scales = block + 4;
+    const uint8_t* qs = block + 16;
+    for (int j = 0; j < 8; ++j) {
+      int scale, min;
+      if (j < 4) {
+        scale = packed_scales[j] & 0x3F;
+        min = packed_scales[j + 4] & 0x3F;
+      } else {
+        scale = (packed_scales[j + 4] & 0x0F) | ((packed_scales[j - 4] >> 2) & 0x30);
+        min = (packed_scales[j + 4] >> 4) | ((packed_scales[j] >> 2) & 0x30);
+      }
+      const int64_t g = b * 8 + j;
+      out->scales[g] = d * static_cast<float>(scale);
+      out->mins[g] = -(dmin * static_cast<float>(min));
+      TETRA_RETURN_IF_ERROR(CheckGroupParameters(out->scales[g], out->mins[g], r, g * 32));
+      for (int l = 0; l < 32; ++l) {
+        out->q[g * 32 + l] = (qs[(j / 2) * 32 + l] >> (4 * (j % 2))) & 0x0F;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// Asymmetric 4-bit rounding of f32 values, one (scale, min) per group.
+Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, RowCodes* out) {
+  for (int64_t g = 0; g < cols / group_size; ++g) {
+    const float* v = x + g * group_size;
+    float lo = v[0], hi = v[0];
+    for (int i = 0; i < group_size; ++i) {
+      if (!std::isfinite(v[i])) {
+        return Status::Errorf("row {}, column {}: value {} is not finite", r, g * group_size + i, v[i]);
+      }
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+    }
+    const float scale = (hi - lo) / 15.0f;
+    if (!std::isfinite(scale)) {
+      return Status::Errorf("row {}, column {}: group range {}..{} overflows f32", r, g * group_size, lo, hi);
+    }
+    const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+    out->scales[g] = scale;
+    out->mins[g] = lo;
+    for (int i = 0; i < group_size; ++i) {
+      const float code = std::nearbyint((v[i] - lo) * inverse);
+      out->q[g * group_size + i] = static_cast<uint8_t>(std::clamp(code, 0.0f, 15.0f));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size) {
+  if (group_size < PackedW4::kMinGroupSize || group_size > PackedW4::kMaxGroupSize ||
+      group_size % PackedW4::kSubBlockInputs != 0) {
+    return Status::Errorf("PackW4: group size {} is not a multiple of 32 in [32, 128]", group_size);
+  }
+  const DTypeTraits& traits = GetDTypeTraits(weights.dtype);
+  if (!traits.can_dequantize) {
+    return Status::Errorf("PackW4: cannot pack weights of type {}", traits.name);
+  }
+  if (weights.rows < 0 || weights.cols <= 0) {
+    return Status::Errorf("PackW4: bad shape [{}, {}]", weights.rows, weights.cols);
+  }
+  if (weights.cols % group_size != 0) {
+    return Status::Errorf("PackW4: {} columns is not a multiple of the group size {}", weights.cols,
+                          group_size);
+  }
+  if (weights.cols % traits.block_size != 0) {
+    return Status::Errorf("PackW4: {} columns is not a multiple of the {} block size {}", weights.cols,
+                          traits.name, traits.block_size);
+  }
+  if (weights.rows > 0 && weights.data == nullptr) {
+    return Status::Error("PackW4: weight view has no data");
+  }
+  const size_t row_bytes = RowBytes(weights.dtype, weights.cols);
+  if (weights.rows > 1 && weights.row_stride_bytes < row_bytes) {
+    return Status::Errorf("PackW4: row stride {} bytes is shorter than a {} row of {} bytes",
+                          weights.row_stride_bytes, traits.name, row_bytes);
+  }
+
+  PackedW4 w;
+  w.rows = weights.rows;
+  w.cols = weights.cols;
+  w.group_size = group_size;
+  w.num_groups = weights.cols / group_size;
+  w.num_tiles = (weights.rows + PackedW4::kTileRows - 1) / PackedW4::kTileRows;
+  w.group_bytes = static_cast<size_t>(group_size) * 8 + 2 * PackedW4::kTileRows * sizeof(float);
+  w.tile_bytes = static_cast<size_t>(w.num_groups) * w.group_bytes;
+  const size_t total_bytes = static_cast<size_t>(w.num_tiles) * w.tile_bytes;
+  if (total_bytes > 0) {
+    w.data = AlignedBuffer::Zeroed(total_bytes);
+    if (w.data.size() != total_bytes) {
+      return Status::Errorf("PackW4: cannot allocate {} bytes for [{}, {}] weights", total_bytes,
+                            weights.rows, weights.cols);
+    }
+  }
+
+  const DType dtype = weights.dtype;
+  w.is_lossless = group_size == 32 && (dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ4_K);
+  RowCodes codes;
+  codes.q.resize(static_cast<size_t>(w.cols));
+  codes.scales.resize(static_cast<size_t>(w.num_groups));
+  codes.mins.resize(static_cast<size_t>(w.num_groups));
+  std::vector<float> dequantized;
+  if (!w.is_lossless) dequantized.resize(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* src = weights.row(r);
+    Status status;
+    if (!w.is_lossless) {
+      DequantizeRow(dtype, src, dequantized.data(), w.cols);
+      status = CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes);
+    } else if (dtype == DType::kQ4_0) {
+      status = CodesFromQ4_0(src, r, w.cols, &codes);
+    } else if (dtype == DType::kQ4_1) {
+      status = CodesFromQ4_1(src, r, w.cols, &codes);
+    } else {
+      status = CodesFromQ4_K(src, r, w.cols, &codes);
+    }
+    if (!status.ok()) return status.WithPrefix(fmt::format("PackW4 ({}): ", traits.name));
+    ScatterRow(codes, r, &w);
+  }
+  return w;
+}
+
+void UnpackW4Row(const PackedW4& w, int64_t r, float* out) {
+  TETRA_CHECK(r >= 0 && r < w.rows, "row {} of {}", r, w.rows);
+  const int64_t tile = r / PackedW4::kTileRows;
+  const int row = static_cast<int>(r % PackedW4::kTileRows);
+  for (int64_t g = 0; g < w.num_groups; ++g) {
+    const uint8_t* group = w.group(tile, g);
+    float scale, min;
+    std::memcpy(&scale, group + w.scales_offset() + row * sizeof(float), sizeof(float));
+    std::memcpy(&min, group + w.mins_offset() + row * sizeof(float), sizeof(float));
+    for (int c = 0; c < w.group_size; ++c) {
+      bool is_high;
+      const uint8_t byte = group[NibbleByte(c, row, &is_high)];
+      const int q = is_high ? byte >> 4 : byte & 0x0F;
+      const float scaled = static_cast<float>(q) * scale;  // exact for lossless packs
+      out[g * w.group_size + c] = scaled + min;
+    }
+  }
+}
+
+}  // namespace tetra
