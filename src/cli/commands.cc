@@ -57,13 +57,20 @@ void PrefaultWithProgress(const ModelFiles& files) {
   std::fprintf(stderr, "\r\033[K");
 }
 
-StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path) {
+LoadOptions MakeLoadOptions(const std::string& weights) {
+  LoadOptions options;
+  options.weights = ParseWeightFormat(weights).value_or(WeightFormat::kReference);  // validated by CLI11
+  return options;
+}
+
+StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path, const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  auto model = LoadModel(path);
+  auto model = LoadModel(path, options);
   if (model.ok()) {
     PrefaultWithProgress(*(*model)->files);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    TETRA_LOG_INFO("loaded {} ({}) in {:.0f} ms", path, (*model)->spec->name, ms);
+    TETRA_LOG_INFO("loaded {} ({}, {} weights) in {:.0f} ms", path, (*model)->spec->name,
+                   WeightFormatName(options.weights), ms);
   } else if (path == DefaultModelPath()) {
     return Status::Errorf(
         "{} (this is the default model: install it with scripts/install-default-model.sh, or pass -m MODEL)",
@@ -73,6 +80,12 @@ StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path) {
 }
 
 }  // namespace
+
+void AddWeightsOption(CLI::App* cmd, std::string& weights) {
+  cmd->add_option("--weights", weights,
+                  "Linear layers: reference (f32 on the stored weights) or w4a8 (4-bit weights, int8 activations)")
+      ->check(CLI::IsMember({"reference", "w4a8"}));
+}
 
 std::string DefaultModelPath() {
   if (const char* env = std::getenv("TETRA_DEFAULT_MODEL"); env != nullptr && *env != '\0') return env;
@@ -91,10 +104,11 @@ void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
   cmd->add_option("--seed", f.seed, "Random seed (default: random)")->check(CLI::Range(int64_t{-1}, INT64_MAX));
   cmd->add_flag("--chat", f.chat, "Apply the model's chat template to the prompt as a user message");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  AddWeightsOption(cmd, f.weights);
 }
 
 int RunGenerate(const GenerateFlags& f) {
-  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights));
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   ThreadPool pool(f.threads);
@@ -151,7 +165,7 @@ void AddInfoCommand(CLI::App& app, InfoFlags& f) {
 }
 
 int RunInfo(const InfoFlags& f) {
-  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  auto loaded = LoadWithTiming(ResolveModel(f.model), LoadOptions{});
   if (!loaded.ok()) return Fail(loaded.status().message());
   const Model& model = **loaded;
   const ModelConfig& c = model.config();
@@ -234,12 +248,15 @@ void AddPerplexityCommand(CLI::App& app, PerplexityFlags& f) {
   cmd->add_option("-c,--ctx", f.context, "Tokens per window")->check(CLI::Range(int64_t{2}, int64_t{1} << 24));
   cmd->add_flag("--all-tokens", f.all_tokens, "Score every token of a window, not only its second half");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  AddWeightsOption(cmd, f.weights);
+  cmd->add_flag("--kl-vs-reference", f.kl_vs_reference,
+                "Also run the reference weights on the same windows; print the mean KL divergence");
 }
 
 int RunPerplexity(const PerplexityFlags& f) {
   auto text = ReadFileToString(f.file);
   if (!text.ok()) return Fail(text.status().message());
-  auto loaded = LoadWithTiming(ResolveModel(f.model));
+  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights));
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   ThreadPool pool(f.threads);
@@ -247,6 +264,22 @@ int RunPerplexity(const PerplexityFlags& f) {
   PerplexityOptions options;
   options.context = f.context;
   options.score_second_half = !f.all_tokens;
+  if (f.kl_vs_reference) {
+    auto reference = LoadWithTiming(ResolveModel(f.model), LoadOptions{});
+    if (!reference.ok()) return Fail(reference.status().message());
+    auto comparison = CompareWithReference(**reference, model, tokens, options, pool);
+    if (!comparison.ok()) return Fail(fmt::format("{}: {}", f.file, comparison.status().message()));
+    const ComparisonResult& r = *comparison;
+    fmt::print("reference:  perplexity {:.4f} (mean NLL {:.5f} ± {:.5f})\n", r.reference.perplexity,
+               r.reference.mean_nll, r.reference.nll_standard_error);
+    fmt::print("{:<11} perplexity {:.4f} (mean NLL {:.5f} ± {:.5f}), {:+.3f}% vs reference\n", f.weights + ":",
+               r.candidate.perplexity, r.candidate.mean_nll, r.candidate.nll_standard_error,
+               100.0 * (r.candidate.perplexity / r.reference.perplexity - 1.0));
+    fmt::print("KL(reference || {}): mean {:.5f} nats, max {:.4f}; same top-1 token {:.2f}% ({} tokens, {} windows of {})\n",
+               f.weights, r.mean_kl, r.max_kl, 100.0 * r.top1_agreement, r.reference.num_scored,
+               r.reference.num_windows, f.context);
+    return 0;
+  }
   const auto start = std::chrono::steady_clock::now();
   auto result = ComputePerplexity(model, tokens, options, pool);
   if (!result.ok()) return Fail(fmt::format("{}: {}", f.file, result.status().message()));

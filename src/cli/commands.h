@@ -10,6 +10,9 @@
 
 namespace tetra::cli {
 
+// Adds --weights to a subcommand.
+void AddWeightsOption(CLI::App* cmd, std::string& weights);
+
 // The embedded default model: $TETRA_DEFAULT_MODEL, else the file that
 // scripts/install-default-model.sh puts in ~/.cache/tetra/models/.
 std::string DefaultModelPath();
@@ -24,6 +27,7 @@ struct GenerateFlags {
   int64_t seed = -1;  // -1: random
   bool chat = false;
   int threads = 0;
+  std::string weights = "reference";  // reference | w4a8
 };
 void AddGenerateCommand(CLI::App& app, GenerateFlags& flags);
 int RunGenerate(const GenerateFlags& flags);
@@ -50,6 +54,8 @@ struct PerplexityFlags {
   int64_t context = 512;
   bool all_tokens = false;
   int threads = 0;
+  std::string weights = "reference";
+  bool kl_vs_reference = false;
 };
 void AddPerplexityCommand(CLI::App& app, PerplexityFlags& flags);
 int RunPerplexity(const PerplexityFlags& flags);

@@ -31,4 +31,22 @@ double NegativeLogLikelihood(const float* logits, int64_t vocab, int32_t next);
 StatusOr<PerplexityResult> ComputePerplexity(Model& model, std::span<const int32_t> tokens,
                                              const PerplexityOptions& options, ThreadPool& pool);
 
+// How far a candidate (e.g. W4A8) is from the reference model on the same
+// windows: both perplexities, and the mean KL(reference || candidate) of the
+// next-token distributions at the scored positions.
+struct ComparisonResult {
+  PerplexityResult reference;
+  PerplexityResult candidate;
+  double mean_kl = 0.0;      // nats
+  double max_kl = 0.0;
+  double top1_agreement = 0.0;  // fraction of positions with the same argmax
+};
+
+// KL(p || q) of the softmax distributions of two logit rows, in nats.
+double KlDivergence(const float* p_logits, const float* q_logits, int64_t vocab);
+
+StatusOr<ComparisonResult> CompareWithReference(Model& reference, Model& candidate,
+                                                std::span<const int32_t> tokens,
+                                                const PerplexityOptions& options, ThreadPool& pool);
+
 }  // namespace tetra

@@ -13,6 +13,7 @@
 #include "base/thread_pool.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/linear.h"
 #include "model/weight_source.h"
 
 namespace tetra {
@@ -23,11 +24,15 @@ struct SequenceStep {
   bool logits_for_all_tokens = false;  // else only for the last token
 };
 
+struct LoadOptions {
+  WeightFormat weights = WeightFormat::kReference;
+};
+
 class Architecture {
  public:
   virtual ~Architecture() = default;
   // Binds and validates every tensor; errors name the tensor and the problem.
-  virtual Status Load(const WeightSource& weights) = 0;
+  virtual Status Load(const WeightSource& weights, const LoadOptions& options) = 0;
   // Runs step.tokens at positions [kv.length(), kv.length() + n) and appends
   // their keys and values to kv. Writes logits: [n or 1, vocab_size].
   virtual void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) = 0;

@@ -1,7 +1,8 @@
 // The shared llama-family decoder: RMSNorm, GQA attention with RoPE (optional
 // q/k/v bias and per-head q/k norm), and per layer either a SwiGLU FFN or a
 // mixture of SwiGLU experts (optional shared expert with a sigmoid gate).
-// The f32 reference path: every matrix goes through MatMul.
+// Linear layers run in the chosen weight format (model/linear.h); the router
+// and the shared-expert gate stay f32.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,17 +13,18 @@
 #include "kernels/reference/matmul.h"
 #include "kernels/reference/ops.h"
 #include "model/architecture.h"
+#include "model/linear.h"
 
 namespace tetra {
 namespace {
 
 struct Mlp {  // SwiGLU: down(silu(gate x) * up x)
-  MatrixView gate, up, down;
+  Linear gate, up, down;
 };
 
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;  // [hidden]
-  MatrixView q, k, v, o;
+  Linear q, k, v, o;
   std::vector<float> q_bias, k_bias, v_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;          // [head_dim], empty when absent
   // Dense layers use `dense`; MoE layers the rest.
@@ -40,17 +42,30 @@ class Decoder : public Architecture {
 
   const ModelConfig& config() const override { return config_; }
 
-  Status Load(const WeightSource& w) override {
+  Status Load(const WeightSource& w, const LoadOptions& options) override {
     const ModelConfig& c = config_;
+    // Binds a matrix for the chosen weight format (reference or packed).
+    auto bind = [&](const std::string& tensor, int64_t rows, int64_t cols) -> StatusOr<Linear> {
+      auto view = w.Matrix(tensor, rows, cols);
+      if (!view.ok()) return view.status();
+      return Linear::Bind(*view, options.weights, w.display_path() + ": " + tensor);
+    };
+    auto bind_expert = [&](int layer, std::string_view kind, int e, int64_t rows, int64_t cols) -> StatusOr<Linear> {
+      auto view = w.ExpertMatrix(layer, kind, e, c.num_experts, rows, cols);
+      if (!view.ok()) return view.status();
+      return Linear::Bind(*view, options.weights, fmt::format("{}: blk.{}.{} expert {}", w.display_path(), layer, kind, e));
+    };
     const int64_t hidden = c.hidden_size;
     const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
     const int64_t kv_size = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
     TETRA_ASSIGN_OR_RETURN(embedding_, w.Matrix("token_embd.weight", c.vocab_size, hidden));
     TETRA_ASSIGN_OR_RETURN(output_norm_, w.Vector("output_norm.weight", hidden));
-    if (w.Has("output.weight")) {
-      TETRA_ASSIGN_OR_RETURN(output_, w.Matrix("output.weight", c.vocab_size, hidden));
-    } else {
-      output_ = embedding_;  // tied embeddings
+    {
+      // The output head stays at its stored precision: it is one matrix but
+      // sets every logit, and 4-bit rounding there costs the most accuracy.
+      const std::string head = w.Has("output.weight") ? "output.weight" : "token_embd.weight";  // tied
+      TETRA_ASSIGN_OR_RETURN(const MatrixView head_view, w.Matrix(head, c.vocab_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(output_, Linear::Bind(head_view, WeightFormat::kReference, head));
     }
     if (w.Has("rope_freqs.weight")) {
       TETRA_ASSIGN_OR_RETURN(config_.rope.freq_factors,
@@ -64,10 +79,10 @@ class Decoder : public Architecture {
       auto name = [i](const char* n) { return fmt::format("blk.{}.{}", i, n); };
       TETRA_ASSIGN_OR_RETURN(l.attn_norm, w.Vector(name("attn_norm.weight"), hidden));
       TETRA_ASSIGN_OR_RETURN(l.ffn_norm, w.Vector(name("ffn_norm.weight"), hidden));
-      TETRA_ASSIGN_OR_RETURN(l.q, w.Matrix(name("attn_q.weight"), q_size, hidden));
-      TETRA_ASSIGN_OR_RETURN(l.k, w.Matrix(name("attn_k.weight"), kv_size, hidden));
-      TETRA_ASSIGN_OR_RETURN(l.v, w.Matrix(name("attn_v.weight"), kv_size, hidden));
-      TETRA_ASSIGN_OR_RETURN(l.o, w.Matrix(name("attn_output.weight"), hidden, q_size));
+      TETRA_ASSIGN_OR_RETURN(l.q, bind(name("attn_q.weight"), q_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.k, bind(name("attn_k.weight"), kv_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.v, bind(name("attn_v.weight"), kv_size, hidden));
+      TETRA_ASSIGN_OR_RETURN(l.o, bind(name("attn_output.weight"), hidden, q_size));
       if (w.Has(name("attn_q.bias"))) {
         TETRA_ASSIGN_OR_RETURN(l.q_bias, w.Vector(name("attn_q.bias"), q_size));
         TETRA_ASSIGN_OR_RETURN(l.k_bias, w.Vector(name("attn_k.bias"), kv_size));
@@ -80,24 +95,24 @@ class Decoder : public Architecture {
       l.is_moe = c.is_moe() && w.Has(name("ffn_gate_inp.weight"));
       if (!l.is_moe) {
         const int64_t inter = c.intermediate_size;
-        TETRA_ASSIGN_OR_RETURN(l.dense.gate, w.Matrix(name("ffn_gate.weight"), inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.dense.up, w.Matrix(name("ffn_up.weight"), inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.dense.down, w.Matrix(name("ffn_down.weight"), hidden, inter));
+        TETRA_ASSIGN_OR_RETURN(l.dense.gate, bind(name("ffn_gate.weight"), inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.dense.up, bind(name("ffn_up.weight"), inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.dense.down, bind(name("ffn_down.weight"), hidden, inter));
         continue;
       }
       const int64_t inter = c.expert_intermediate_size;
       TETRA_ASSIGN_OR_RETURN(l.router, w.Matrix(name("ffn_gate_inp.weight"), c.num_experts, hidden));
       l.experts.resize(c.num_experts);
       for (int e = 0; e < c.num_experts; ++e) {
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].gate, w.ExpertMatrix(i, "gate", e, c.num_experts, inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].up, w.ExpertMatrix(i, "up", e, c.num_experts, inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].down, w.ExpertMatrix(i, "down", e, c.num_experts, hidden, inter));
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].gate, bind_expert(i, "gate", e, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].up, bind_expert(i, "up", e, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.experts[e].down, bind_expert(i, "down", e, hidden, inter));
       }
       if (c.shared_expert_intermediate_size > 0) {
         const int64_t s = c.shared_expert_intermediate_size;
-        TETRA_ASSIGN_OR_RETURN(l.shared.gate, w.Matrix(name("ffn_gate_shexp.weight"), s, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.shared.up, w.Matrix(name("ffn_up_shexp.weight"), s, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.shared.down, w.Matrix(name("ffn_down_shexp.weight"), hidden, s));
+        TETRA_ASSIGN_OR_RETURN(l.shared.gate, bind(name("ffn_gate_shexp.weight"), s, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.shared.up, bind(name("ffn_up_shexp.weight"), s, hidden));
+        TETRA_ASSIGN_OR_RETURN(l.shared.down, bind(name("ffn_down_shexp.weight"), hidden, s));
         if (w.Has(name("ffn_gate_inp_shexp.weight"))) {
           const WeightTensor* t = w.Find(name("ffn_gate_inp_shexp.weight"));
           // GGUF stores the gate as a vector [hidden], HF as a [1, hidden] matrix.
@@ -144,9 +159,9 @@ class Decoder : public Architecture {
       }
       float* k_out = kv.keys(layer) + first_position * kv_size;
       float* v_out = kv.values(layer) + first_position * kv_size;
-      MatMul(l.q, normed.data(), n, q.data(), pool);
-      MatMul(l.k, normed.data(), n, k_out, pool);
-      MatMul(l.v, normed.data(), n, v_out, pool);
+      l.q.Apply(normed.data(), n, q.data(), pool);
+      l.k.Apply(normed.data(), n, k_out, pool);
+      l.v.Apply(normed.data(), n, v_out, pool);
       for (int64_t t = 0; t < n; ++t) {
         float* qt = &q[t * q_size];
         float* kt = k_out + t * kv_size;
@@ -173,7 +188,7 @@ class Decoder : public Architecture {
       }
       CausalAttention(shape, q.data(), n, first_position, kv.keys(layer), kv.values(layer),
                       attn.data(), pool);
-      MatMul(l.o, attn.data(), n, proj.data(), pool);
+      l.o.Apply(attn.data(), n, proj.data(), pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 
       for (int64_t t = 0; t < n; ++t) {
@@ -195,20 +210,20 @@ class Decoder : public Architecture {
       RmsNorm(&x[(first_logit_row + t) * hidden], output_norm_.data(), c.rms_norm_eps, hidden,
               &normed[t * hidden]);
     }
-    MatMul(output_, normed.data(), num_logit_rows, logits, pool);
+    output_.Apply(normed.data(), num_logit_rows, logits, pool);
   }
 
  private:
   // out[t] += weight[t] * mlp(x[t]) for t in [0, n); weights nullptr means 1.
   void MlpAccumulate(const Mlp& mlp, const float* x, int64_t n, const float* weights, float* out,
                      ThreadPool& pool) {
-    const int64_t inter = mlp.gate.rows;
-    const int64_t hidden = mlp.down.rows;
+    const int64_t inter = mlp.gate.rows();
+    const int64_t hidden = mlp.down.rows();
     std::vector<float> gate(n * inter), up(n * inter), down(n * hidden);
-    MatMul(mlp.gate, x, n, gate.data(), pool);
-    MatMul(mlp.up, x, n, up.data(), pool);
+    mlp.gate.Apply(x, n, gate.data(), pool);
+    mlp.up.Apply(x, n, up.data(), pool);
     SiluMul(gate.data(), up.data(), n * inter, gate.data());
-    MatMul(mlp.down, gate.data(), n, down.data(), pool);
+    mlp.down.Apply(gate.data(), n, down.data(), pool);
     for (int64_t t = 0; t < n; ++t) {
       const float w = weights ? weights[t] : 1.0f;
       for (int64_t i = 0; i < hidden; ++i) out[t * hidden + i] += w * down[t * hidden + i];
@@ -267,7 +282,8 @@ class Decoder : public Architecture {
   }
 
   ModelConfig config_;
-  MatrixView embedding_, output_;
+  MatrixView embedding_;
+  Linear output_;
   std::vector<float> output_norm_;
   RopeTable rope_;
   std::vector<LayerWeights> layers_;

@@ -33,7 +33,7 @@ std::string ChatTemplateSource(const ModelFiles& files) {
   return "";
 }
 
-StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path) {
+StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options) {
   auto model = std::make_unique<Model>();
   TETRA_ASSIGN_OR_RETURN(model->files, OpenModelFiles(path));
   const ModelFiles& files = *model->files;
@@ -41,7 +41,7 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path) {
   ModelConfig config;
   TETRA_ASSIGN_OR_RETURN(config, ReadModelConfig(files, *model->spec));
   model->arch = model->spec->create(config);
-  TETRA_RETURN_IF_ERROR(model->arch->Load(WeightSource(files)));
+  TETRA_RETURN_IF_ERROR(model->arch->Load(WeightSource(files), options));
 
   TETRA_ASSIGN_OR_RETURN(model->tokenizer, LoadTokenizer(files));
   model->chat_template_source = ChatTemplateSource(files);

@@ -31,7 +31,7 @@ struct Model {
 
 // Opens a GGUF file or HF directory and binds every tensor. Errors name the
 // file and the problem.
-StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path);
+StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options = {});
 
 // The tokenizer alone (works on vocab-only GGUF files).
 StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelFiles& files);

@@ -1,0 +1,45 @@
+#include "model/linear.h"
+
+#include "base/logging.h"
+#include "kernels/reference/matmul.h"
+#include "kernels/w4a8/gemm.h"
+
+namespace tetra {
+
+std::optional<WeightFormat> ParseWeightFormat(std::string_view name) {
+  if (name == "reference") return WeightFormat::kReference;
+  if (name == "w4a8") return WeightFormat::kW4A8;
+  return std::nullopt;
+}
+
+std::string_view WeightFormatName(WeightFormat format) {
+  return format == WeightFormat::kW4A8 ? "w4a8" : "reference";
+}
+
+StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, const std::string& name) {
+  Linear linear;
+  linear.view_ = weights;
+  if (format == WeightFormat::kW4A8) {
+    if (weights.cols % PackedW4::kMinGroupSize != 0) {
+      TETRA_LOG_DEBUG("{}: {} columns are not whole 32-value groups; kept on the reference path", name,
+                      weights.cols);
+      return linear;
+    }
+    auto packed = PackW4(weights, PackedW4::kMinGroupSize);
+    if (!packed.ok()) return packed.status().WithPrefix(name + ": ");
+    linear.packed_ = std::make_shared<const PackedW4>(std::move(packed).value());
+  }
+  return linear;
+}
+
+void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const {
+  if (packed_ == nullptr) {
+    MatMul(view_, x, n, y, pool);
+    return;
+  }
+  thread_local QuantizedActivations activations;  // buffers reused across calls
+  QuantizeActivations(x, n, view_.cols, packed_->group_size, &activations);
+  GemmW4A8(*packed_, activations, y, pool);
+}
+
+}  // namespace tetra

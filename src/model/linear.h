@@ -1,0 +1,47 @@
+// A linear layer bound for the forward pass. The reference format keeps a
+// view of the stored weights and computes in f32 (dequantizing rows per
+// call); W4A8 repacks the weights at load time into 4-bit groups and runs
+// the integer kernels with activations quantized to int8 per token.
+// Immutable after Bind; Apply may be called from the engine thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kernels/w4a8/packed_w4.h"
+#include "tensor/matrix_view.h"
+
+namespace tetra {
+
+enum class WeightFormat {
+  kReference,  // f32 compute on the stored weights: the truth
+  kW4A8,       // 4-bit weights x int8 activations
+};
+
+// "reference" / "w4a8"; nullopt for anything else.
+std::optional<WeightFormat> ParseWeightFormat(std::string_view name);
+std::string_view WeightFormatName(WeightFormat format);
+
+class Linear {
+ public:
+  Linear() = default;
+  // W4A8 falls back to the reference path for matrices whose rows are not
+  // whole 32-value groups (logged once per matrix at debug level).
+  static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name);
+
+  // x: [n, cols] -> y: [n, rows] (row stride rows).
+  void Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const;
+
+  int64_t rows() const { return view_.rows; }
+  int64_t cols() const { return view_.cols; }
+  bool empty() const { return view_.empty(); }
+  bool is_packed() const { return packed_ != nullptr; }
+
+ private:
+  MatrixView view_;
+  std::shared_ptr<const PackedW4> packed_;  // null on the reference path
+};
+
+}  // namespace tetra
