@@ -14,6 +14,7 @@
 #include "kernels/reference/ops.h"
 #include "model/architecture.h"
 #include "model/linear.h"
+#include "model/moe_ffn.h"
 
 namespace tetra {
 namespace {
@@ -29,8 +30,7 @@ struct LayerWeights {
   std::vector<float> q_norm, k_norm;          // [head_dim], empty when absent
   // Dense layers use `dense`; MoE layers the rest.
   Mlp dense;
-  MatrixView router;            // [num_experts, hidden]
-  std::vector<Mlp> experts;
+  MoeFfn moe;
   Mlp shared;                   // empty when absent
   MatrixView shared_gate;       // [1, hidden], empty when absent
   bool is_moe = false;
@@ -101,13 +101,15 @@ class Decoder : public Architecture {
         continue;
       }
       const int64_t inter = c.expert_intermediate_size;
-      TETRA_ASSIGN_OR_RETURN(l.router, w.Matrix(name("ffn_gate_inp.weight"), c.num_experts, hidden));
-      l.experts.resize(c.num_experts);
+      MatrixView router;
+      TETRA_ASSIGN_OR_RETURN(router, w.Matrix(name("ffn_gate_inp.weight"), c.num_experts, hidden));
+      std::vector<ExpertWeights> experts(c.num_experts);
       for (int e = 0; e < c.num_experts; ++e) {
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].gate, bind_expert(i, "gate", e, inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].up, bind_expert(i, "up", e, inter, hidden));
-        TETRA_ASSIGN_OR_RETURN(l.experts[e].down, bind_expert(i, "down", e, hidden, inter));
+        TETRA_ASSIGN_OR_RETURN(experts[e].gate, bind_expert(i, "gate", e, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(experts[e].up, bind_expert(i, "up", e, inter, hidden));
+        TETRA_ASSIGN_OR_RETURN(experts[e].down, bind_expert(i, "down", e, hidden, inter));
       }
+      l.moe = MoeFfn(router, std::move(experts), c.num_experts_per_token, c.norm_topk_prob);
       if (c.shared_expert_intermediate_size > 0) {
         const int64_t s = c.shared_expert_intermediate_size;
         TETRA_ASSIGN_OR_RETURN(l.shared.gate, bind(name("ffn_gate_shexp.weight"), s, hidden));
@@ -153,7 +155,7 @@ class Decoder : public Architecture {
                                1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
     for (int layer = 0; layer < c.num_layers; ++layer) {
-      const LayerWeights& l = layers_[layer];
+      LayerWeights& l = layers_[layer];
       for (int64_t t = 0; t < n; ++t) {
         RmsNorm(&x[t * hidden], l.attn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
       }
@@ -195,7 +197,7 @@ class Decoder : public Architecture {
         RmsNorm(&x[t * hidden], l.ffn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
       }
       if (l.is_moe) {
-        MoeFfn(l, normed.data(), n, proj.data(), pool);
+        MoeLayer(l, normed.data(), n, proj.data(), pool);
       } else {
         std::fill(proj.begin(), proj.end(), 0.0f);
         MlpAccumulate(l.dense, normed.data(), n, nullptr, proj.data(), pool);
@@ -230,47 +232,10 @@ class Decoder : public Architecture {
     }
   }
 
-  // Router -> softmax -> top-k -> tokens grouped by expert -> weighted sum.
-  void MoeFfn(const LayerWeights& l, const float* x, int64_t n, float* out, ThreadPool& pool) {
-    const ModelConfig& c = config_;
-    const int64_t hidden = c.hidden_size;
-    const int num_experts = c.num_experts;
-    const int top_k = c.num_experts_per_token;
-    std::fill(out, out + n * hidden, 0.0f);
-
-    std::vector<float> router_logits(n * num_experts);
-    MatMul(l.router, x, n, router_logits.data(), pool);
-    std::vector<std::vector<int64_t>> tokens_of(num_experts);
-    std::vector<std::vector<float>> weights_of(num_experts);
-    std::vector<int> order(num_experts);
-    for (int64_t t = 0; t < n; ++t) {
-      float* probs = &router_logits[t * num_experts];
-      Softmax(probs, num_experts);
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
-      float sum = 0.0f;
-      for (int j = 0; j < top_k; ++j) sum += probs[order[j]];
-      for (int j = 0; j < top_k; ++j) {
-        const int e = order[j];
-        tokens_of[e].push_back(t);
-        weights_of[e].push_back(c.norm_topk_prob ? probs[e] / sum : probs[e]);
-      }
-    }
-    std::vector<float> gathered, partial;
-    for (int e = 0; e < num_experts; ++e) {
-      const int64_t m = static_cast<int64_t>(tokens_of[e].size());
-      if (m == 0) continue;
-      gathered.resize(m * hidden);
-      partial.assign(m * hidden, 0.0f);
-      for (int64_t j = 0; j < m; ++j) {
-        std::copy_n(x + tokens_of[e][j] * hidden, hidden, &gathered[j * hidden]);
-      }
-      MlpAccumulate(l.experts[e], gathered.data(), m, weights_of[e].data(), partial.data(), pool);
-      for (int64_t j = 0; j < m; ++j) {
-        float* dst = out + tokens_of[e][j] * hidden;
-        for (int64_t i = 0; i < hidden; ++i) dst[i] += partial[j * hidden + i];
-      }
-    }
+  // Routed experts (model/moe_ffn.h), plus the shared expert scaled by its
+  // sigmoid gate where the architecture has one.
+  void MoeLayer(LayerWeights& l, const float* x, int64_t n, float* out, ThreadPool& pool) {
+    l.moe.Forward(x, n, out, pool);
     if (!l.shared.gate.empty()) {
       std::vector<float> shared_weight(n, 1.0f);
       if (!l.shared_gate.empty()) {

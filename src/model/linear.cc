@@ -1,5 +1,6 @@
 #include "model/linear.h"
 
+#include "base/check.h"
 #include "base/logging.h"
 #include "kernels/reference/matmul.h"
 #include "kernels/w4a8/gemm.h"
@@ -40,6 +41,23 @@ void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const 
   thread_local QuantizedActivations activations;  // buffers reused across calls
   QuantizeActivations(x, n, view_.cols, packed_->group_size, &activations);
   GemmW4A8(*packed_, activations, y, pool);
+}
+
+void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
+  input->x = x;
+  input->n = n;
+  input->is_quantized = packed_ != nullptr;
+  if (input->is_quantized) QuantizeActivations(x, n, view_.cols, packed_->group_size, &input->quantized);
+}
+
+void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_end, float* y,
+                       int64_t y_stride) const {
+  if (packed_ != nullptr) {
+    TETRA_CHECK(input.is_quantized, "input prepared for another format");
+    GemmW4A8(*packed_, input.quantized, y, y_stride, row_begin, row_end);
+  } else {
+    MatMulRows(view_, input.x, input.n, y, y_stride, row_begin, row_end);
+  }
 }
 
 }  // namespace tetra

@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "kernels/w4a8/packed_w4.h"
+#include "kernels/w4a8/quantize_activations.h"
 #include "tensor/matrix_view.h"
 
 namespace tetra {
@@ -24,6 +25,16 @@ enum class WeightFormat {
 std::optional<WeightFormat> ParseWeightFormat(std::string_view name);
 std::string_view WeightFormatName(WeightFormat format);
 
+// Activations prepared once for any number of ApplyRows calls on layers of
+// the same input width: quantized to int8 for packed layers, kept as f32
+// otherwise. Buffers are reused from call to call.
+struct LinearInput {
+  const float* x = nullptr;  // [n, cols]
+  int64_t n = 0;
+  bool is_quantized = false;
+  QuantizedActivations quantized;
+};
+
 class Linear {
  public:
   Linear() = default;
@@ -33,6 +44,12 @@ class Linear {
 
   // x: [n, cols] -> y: [n, rows] (row stride rows).
   void Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const;
+
+  // Prepares x for this layer (and any layer of the same width and format).
+  void Prepare(const float* x, int64_t n, LinearInput* input) const;
+  // y[t * y_stride + r] for r in [row_begin, row_end), on the calling thread.
+  void ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_end, float* y,
+                 int64_t y_stride) const;
 
   int64_t rows() const { return view_.rows; }
   int64_t cols() const { return view_.cols; }

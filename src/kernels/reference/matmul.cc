@@ -30,27 +30,32 @@ void DequantizeMatrixRow(const MatrixView& w, int64_t r, float* out) {
   DequantizeRow(w.dtype, w.row(r), out, w.cols);
 }
 
-void MatMul(const MatrixView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
-            int64_t y_stride) {
-  if (y_stride < 0) y_stride = w.rows;
+void MatMulRows(const MatrixView& w, const float* x, int64_t num_tokens, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
   constexpr int64_t kRowsPerChunk = 16;
-  const bool is_f32 = w.dtype == DType::kF32;
-  pool.ParallelFor(w.rows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scratch;
-    if (!is_f32) scratch.resize(static_cast<size_t>(kRowsPerChunk * w.cols));
-    for (int64_t r = begin; r < end; ++r) {
+  thread_local std::vector<float> scratch;
+  if (w.dtype != DType::kF32) scratch.resize(static_cast<size_t>(kRowsPerChunk * w.cols));
+  for (int64_t chunk = row_begin; chunk < row_end; chunk += kRowsPerChunk) {
+    const int64_t chunk_end = std::min(row_end, chunk + kRowsPerChunk);
+    for (int64_t r = chunk; r < chunk_end; ++r) {
       const float* row;
-      if (is_f32) {
+      if (w.dtype == DType::kF32) {
         row = reinterpret_cast<const float*>(w.row(r));
       } else {
-        float* buf = scratch.data() + (r - begin) * w.cols;
+        float* buf = scratch.data() + (r - chunk) * w.cols;
         DequantizeMatrixRow(w, r, buf);
         row = buf;
       }
-      for (int64_t t = 0; t < num_tokens; ++t) {
-        y[t * y_stride + r] = DotF32(row, x + t * w.cols, w.cols);
-      }
+      for (int64_t t = 0; t < num_tokens; ++t) y[t * y_stride + r] = DotF32(row, x + t * w.cols, w.cols);
     }
+  }
+}
+
+void MatMul(const MatrixView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
+            int64_t y_stride) {
+  if (y_stride < 0) y_stride = w.rows;
+  pool.ParallelFor(w.rows, 16, [&](int64_t begin, int64_t end) {
+    MatMulRows(w, x, num_tokens, y, y_stride, begin, end);
   });
 }
 

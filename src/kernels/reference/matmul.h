@@ -19,6 +19,11 @@ float DotF32(const float* a, const float* b, int64_t n);
 void MatMul(const MatrixView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
             int64_t y_stride = -1);
 
+// Rows [row_begin, row_end) of y only, on the calling thread (callers split
+// work themselves, e.g. into (expert, row tile) items).
+void MatMulRows(const MatrixView& w, const float* x, int64_t num_tokens, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end);
+
 // Copies row r of w, dequantized, into out[w.cols].
 void DequantizeMatrixRow(const MatrixView& w, int64_t r, float* out);
 
