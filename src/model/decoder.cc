@@ -161,9 +161,8 @@ class Decoder : public Architecture {
       }
       float* k_out = kv.keys(layer) + first_position * kv_size;
       float* v_out = kv.values(layer) + first_position * kv_size;
-      l.q.Apply(normed.data(), n, q.data(), pool);
-      l.k.Apply(normed.data(), n, k_out, pool);
-      l.v.Apply(normed.data(), n, v_out, pool);
+      const LinearTarget qkv[] = {{&l.q, q.data(), q_size}, {&l.k, k_out, kv_size}, {&l.v, v_out, kv_size}};
+      ApplyShared(qkv, normed.data(), n, &input_, pool);
       for (int64_t t = 0; t < n; ++t) {
         float* qt = &q[t * q_size];
         float* kt = k_out + t * kv_size;
@@ -222,8 +221,8 @@ class Decoder : public Architecture {
     const int64_t inter = mlp.gate.rows();
     const int64_t hidden = mlp.down.rows();
     std::vector<float> gate(n * inter), up(n * inter), down(n * hidden);
-    mlp.gate.Apply(x, n, gate.data(), pool);
-    mlp.up.Apply(x, n, up.data(), pool);
+    const LinearTarget gate_up[] = {{&mlp.gate, gate.data(), inter}, {&mlp.up, up.data(), inter}};
+    ApplyShared(gate_up, x, n, &input_, pool);
     SiluMul(gate.data(), up.data(), n * inter, gate.data());
     mlp.down.Apply(gate.data(), n, down.data(), pool);
     for (int64_t t = 0; t < n; ++t) {
@@ -252,6 +251,7 @@ class Decoder : public Architecture {
   std::vector<float> output_norm_;
   RopeTable rope_;
   std::vector<LayerWeights> layers_;
+  LinearInput input_;  // prepared activations, reused across layers
 };
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "model/linear.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "base/logging.h"
 #include "kernels/reference/matmul.h"
@@ -58,6 +60,33 @@ void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_
   } else {
     MatMulRows(view_, input.x, input.n, y, y_stride, row_begin, row_end);
   }
+}
+
+void ApplyShared(std::span<const LinearTarget> targets, const float* x, int64_t n, LinearInput* input,
+                 ThreadPool& pool) {
+  constexpr int64_t kRowsPerItem = 64;
+  const Linear& first = *targets[0].layer;
+  for (const LinearTarget& t : targets) {
+    TETRA_CHECK(t.layer->cols() == first.cols() && t.layer->is_packed() == first.is_packed(),
+                "layers sharing an input differ in width or format");
+  }
+  first.Prepare(x, n, input);
+  int64_t num_items = 0;
+  for (const LinearTarget& t : targets) num_items += (t.layer->rows() + kRowsPerItem - 1) / kRowsPerItem;
+  pool.ParallelFor(num_items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      int64_t i = item;
+      for (const LinearTarget& t : targets) {
+        const int64_t items_here = (t.layer->rows() + kRowsPerItem - 1) / kRowsPerItem;
+        if (i < items_here) {
+          const int64_t row = i * kRowsPerItem;
+          t.layer->ApplyRows(*input, row, std::min(t.layer->rows(), row + kRowsPerItem), t.y, t.y_stride);
+          break;
+        }
+        i -= items_here;
+      }
+    }
+  });
 }
 
 }  // namespace tetra

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "base/status.h"
@@ -60,5 +61,16 @@ class Linear {
   MatrixView view_;
   std::shared_ptr<const PackedW4> packed_;  // null on the reference path
 };
+
+// Several layers that read the same input (q, k and v; gate and up): the
+// input is prepared once and all their rows run in one parallel loop.
+struct LinearTarget {
+  const Linear* layer;
+  float* y;          // [n, y_stride]
+  int64_t y_stride;  // >= layer->rows()
+};
+// All targets must have the same input width and format (checked).
+void ApplyShared(std::span<const LinearTarget> targets, const float* x, int64_t n, LinearInput* input,
+                 ThreadPool& pool);
 
 }  // namespace tetra
