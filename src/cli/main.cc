@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/logging.h"
+#include "cli/bench.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -22,8 +23,12 @@ int main(int argc, char** argv) {
   tetra::cli::AddGenerateCommand(app, generate);
   tetra::cli::InfoFlags info;
   tetra::cli::AddInfoCommand(app, info);
+  tetra::cli::PerplexityFlags perplexity;
+  tetra::cli::AddPerplexityCommand(app, perplexity);
   tetra::cli::TokenizeFlags tokenize;
   tetra::cli::AddTokenizeCommand(app, tokenize);
+  tetra::cli::BenchFlags bench;
+  tetra::cli::AddBenchCommand(app, bench);
 
   try {
     app.parse(argc, argv);
@@ -36,6 +41,8 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("generate")) code = tetra::cli::RunGenerate(generate);
   if (app.got_subcommand("info")) code = tetra::cli::RunInfo(info);
   if (app.got_subcommand("tokenize")) code = tetra::cli::RunTokenize(tokenize);
+  if (app.got_subcommand("perplexity")) code = tetra::cli::RunPerplexity(perplexity);
+  if (app.got_subcommand("bench")) code = tetra::cli::RunBench(bench);
   std::fflush(stdout);
   return code;
 }

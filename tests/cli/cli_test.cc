@@ -8,33 +8,14 @@
 #include <string>
 
 #include "../model/test_paths.h"
+#include "run_tetra.h"
 
 namespace tetra {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-RunResult RunTetra(const std::string& args) {
-  const std::string command = std::string(TETRA_BINARY) + " " + args + " 2>&1";
-  RunResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
-int CountLines(const std::string& s) {
-  int lines = 0;
-  for (char c : s) lines += c == '\n';
-  return lines;
-}
+using testing::CountLines;
+using testing::RunResult;
+using testing::RunTetra;
 
 TEST(CliTest, UnknownFlagFailsWithOneLine) {
   RunResult r = RunTetra("generate -p hi --no-such-flag");

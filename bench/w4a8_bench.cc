@@ -1,0 +1,150 @@
+// W4A8 kernel benchmarks: GEMV (one token, expert-shaped weights larger than
+// the caches) in GB/s of packed weights, and GEMM (512 tokens x 768 x 2048) in
+// GOPS, for every ISA this CPU runs, each with its fraction of this machine's
+// limits as measured in ../shared/NOTES.md (and by bench/peaks_bench.cc):
+// 36 GB/s read, ~1.0 TOPS int8 per core (512-bit vpdpbusd).
+//
+//   kernel_bench --benchmark_filter=W4A8
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/w4a8/gemm.h"
+
+namespace tetra {
+namespace {
+
+constexpr double kNotesReadBytesPerSecond = 36e9;
+constexpr double kNotesInt8OpsPerSecondPerCore = 1.0e12;
+
+PackedW4 RandomPacked(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = normal(rng);
+  MatrixView view;
+  view.dtype = DType::kF32;
+  view.rows = rows;
+  view.cols = cols;
+  view.data = reinterpret_cast<const uint8_t*>(w.data());
+  view.row_stride_bytes = static_cast<size_t>(cols) * 4;
+  StatusOr<PackedW4> packed = PackW4(view, 32);
+  if (!packed.ok()) std::abort();
+  return std::move(packed).value();
+}
+
+std::vector<float> RandomActivations(int64_t tokens, int64_t cols) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(tokens * cols));
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+bool IsSupported(Isa isa) {
+  for (Isa s : SupportedIsas()) {
+    if (s == isa) return true;
+  }
+  return false;
+}
+
+// One token against 48 expert-shaped matrices [768, 2048] (57 MB packed, more
+// than the L3), cycling so every call reads its weights from memory.
+void BM_W4A8Gemv(benchmark::State& state) {
+  const Isa isa = static_cast<Isa>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  if (!IsSupported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  constexpr int64_t kRows = 768, kCols = 2048, kMatrices = 48;
+  static std::vector<PackedW4> experts = [] {
+    std::vector<PackedW4> v;
+    for (int i = 0; i < kMatrices; ++i) v.push_back(RandomPacked(kRows, kCols, 100 + i));
+    return v;
+  }();
+  const std::vector<float> x = RandomActivations(1, kCols);
+  QuantizedActivations a;
+  QuantizeActivations(x.data(), 1, kCols, 32, &a);
+  std::vector<float> y(kRows);
+  ThreadPool pool(threads);
+  size_t bytes = 0;
+  int64_t next = 0;
+  for (auto _ : state) {
+    const PackedW4& w = experts[static_cast<size_t>(next)];
+    next = (next + 1) % kMatrices;
+    GemmW4A8(w, a, y.data(), pool, isa);
+    benchmark::DoNotOptimize(y.data());
+    bytes += w.data.size();
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["of_36GB/s"] =
+      benchmark::Counter(static_cast<double>(bytes) / kNotesReadBytesPerSecond, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(IsaName(isa)));
+}
+
+// 512 tokens x [768, 2048]: the prefill shape of one expert's up projection.
+void BM_W4A8Gemm(benchmark::State& state) {
+  const Isa isa = static_cast<Isa>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const int64_t tokens = state.range(2);
+  if (!IsSupported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  constexpr int64_t kRows = 768, kCols = 2048;
+  const PackedW4 w = RandomPacked(kRows, kCols, 7);
+  const std::vector<float> x = RandomActivations(tokens, kCols);
+  QuantizedActivations a;
+  QuantizeActivations(x.data(), tokens, kCols, 32, &a);
+  std::vector<float> y(static_cast<size_t>(tokens * kRows));
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    GemmW4A8(w, a, y.data(), pool, isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double ops = 2.0 * static_cast<double>(tokens * kRows * kCols) * static_cast<double>(state.iterations());
+  state.counters["GOPS"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsRate);
+  state.counters["of_1TOPS/core"] =
+      benchmark::Counter(ops / (kNotesInt8OpsPerSecondPerCore * threads), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(IsaName(isa)));
+}
+
+// Quantizing the activations (once per token for all rows of all matrices
+// that read them): 512 tokens x 2048.
+void BM_W4A8QuantizeActivations(benchmark::State& state) {
+  const int64_t tokens = state.range(0), cols = 2048;
+  const std::vector<float> x = RandomActivations(tokens, cols);
+  QuantizedActivations a;
+  for (auto _ : state) {
+    QuantizeActivations(x.data(), tokens, cols, 32, &a);
+    benchmark::DoNotOptimize(a.values.data());
+  }
+  state.counters["Gfloat/s"] = benchmark::Counter(static_cast<double>(tokens * cols * state.iterations()) / 1e9,
+                                                   benchmark::Counter::kIsRate);
+}
+
+void IsaThreadArgs(benchmark::internal::Benchmark* b) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni}) {
+    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(isa), threads});
+  }
+}
+
+void IsaThreadTokenArgs(benchmark::internal::Benchmark* b) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni}) {
+    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(isa), threads, 512});
+  }
+  b->Args({static_cast<int64_t>(Isa::kScalar), 1, 16});
+}
+
+BENCHMARK(BM_W4A8Gemv)->Apply(IsaThreadArgs)->ArgNames({"isa", "threads"})->UseRealTime();
+BENCHMARK(BM_W4A8Gemm)->Apply(IsaThreadTokenArgs)->ArgNames({"isa", "threads", "tokens"})->UseRealTime();
+BENCHMARK(BM_W4A8QuantizeActivations)->Arg(1)->Arg(512);
+
+}  // namespace
+}  // namespace tetra
+
+BENCHMARK_MAIN();
