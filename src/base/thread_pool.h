@@ -1,5 +1,11 @@
 // One persistent pool of worker threads shared by all kernels. The caller's
 // thread takes part in the work, so a pool of N threads has N-1 workers.
+// Chunks are claimed from one atomic counter tagged with the job's
+// generation, and the caller waits for the chunks to be done, not for every
+// worker to check in: a worker that is descheduled (another process on its
+// core) never holds up a step it took no part in. Between jobs, workers spin
+// for a short while (decode steps come every few hundred microseconds, and
+// waking a sleeping thread costs more than a small job) and then sleep.
 // ParallelFor may be called from one thread at a time (the engine thread);
 // calls do not nest.
 #pragma once
@@ -31,21 +37,30 @@ class ThreadPool {
 
  private:
   void WorkerLoop();
-  void RunChunks();
+  // Claims and runs chunks of job `generation` until none are left.
+  void RunChunks(uint32_t generation);
+  // Waits until the job generation differs from `seen`; false when stopping.
+  bool WaitForJob(uint32_t seen);
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
+
+  // (generation << 32) | next chunk index. A chunk is claimed by a CAS that
+  // also checks the generation, so the job fields below are read only while
+  // the job is still running (it cannot finish before the claimed chunk).
+  // A finished job's index is set to a closed value before the fields of the
+  // next job are written, so no late claim can succeed in between.
+  std::atomic<uint64_t> state_{0};
+  std::atomic<const std::function<void(int64_t, int64_t)>*> job_fn_{nullptr};
+  std::atomic<int64_t> job_size_{0};
+  std::atomic<int64_t> job_grain_{1};
+  std::atomic<int64_t> job_num_chunks_{0};
+  std::atomic<int64_t> chunks_done_{0};
+  std::atomic<bool> stopping_{false};
+
+  std::mutex mu_;  // only for sleeping and waking
   std::condition_variable work_ready_;
-  std::condition_variable work_done_;
-  uint64_t generation_ = 0;     // guarded by mu_
-  int num_active_workers_ = 0;  // guarded by mu_
-  bool stopping_ = false;       // guarded by mu_
-  // The current job, published under mu_ before generation_ changes.
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  int64_t job_size_ = 0;
-  int64_t job_grain_ = 1;
-  std::atomic<int64_t> next_chunk_{0};
+  std::atomic<int> num_sleeping_{0};
 };
 
 }  // namespace tetra

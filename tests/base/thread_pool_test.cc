@@ -33,3 +33,24 @@ TEST(ThreadPoolTest, ManyCallsInARow) {
 
 }  // namespace
 }  // namespace tetra
+
+namespace tetra {
+namespace {
+
+// More threads than cores, jobs of every size back to back: every index is
+// covered exactly once per job, whatever the scheduling.
+TEST(ThreadPoolTest, OversubscribedJobsOfEverySize) {
+  ThreadPool pool(4);
+  std::vector<std::atomic<int>> hits(300);
+  for (int rep = 0; rep < 3000; ++rep) {
+    const int64_t n = 1 + (rep * 37) % 300;
+    const int64_t grain = 1 + rep % 7;
+    pool.ParallelFor(n, grain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].exchange(0), 1) << "rep " << rep << " index " << i;
+  }
+}
+
+}  // namespace
+}  // namespace tetra
