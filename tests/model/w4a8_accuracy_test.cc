@@ -58,8 +58,9 @@ TEST(W4A8AccuracyTest, DefaultModelStaysCloseToTheReference) {
   const ComparisonResult r = Compare(path, std::span<const int32_t>(tokens).first(96), 96);
   std::printf("[ w4a8 ] SmolLM2: mean KL %.4f nats, perplexity %+.2f%%, top-1 agreement %.1f%%\n", r.mean_kl,
               100.0 * (r.candidate.perplexity / r.reference.perplexity - 1.0), 100.0 * r.top1_agreement);
-  EXPECT_LT(r.mean_kl, 0.1);
-  EXPECT_LT(r.candidate.perplexity / r.reference.perplexity - 1.0, 0.1);
+  // Measured 0.0027 nats and -0.6% (per-group int8 activation scales).
+  EXPECT_LT(r.mean_kl, 0.02);
+  EXPECT_LT(std::abs(r.candidate.perplexity / r.reference.perplexity - 1.0), 0.05);
 }
 
 }  // namespace

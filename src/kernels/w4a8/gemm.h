@@ -1,10 +1,13 @@
 // W4A8 matrix multiply: y[t, r] = Σ_c w[r, c] * x[t, c] with w a PackedW4 and
-// x given as QuantizedActivations (int8 per token). Integer dot products per
-// (row, group), converted and scaled once per group:
-//   y[t, r] = sa[t] * Σ_g ( float(Σ_{c in g} q[r, c] * a[t, c]) * scale[r, g]
-//                          + min[r, g] * Σ_{c in g} a[t, c] )
-// Every ISA computes the same integers; results differ from the scalar
-// reference only by float summation order.
+// x given as QuantizedActivations (int8 a with one scale sa per token and
+// group). Integer dot products per (row, group), converted and scaled once
+// per group:
+//   y[t, r] = Σ_g ( float(Σ_{c in g} q[r, c] * a[t, c]) * (scale[r, g] * sa[t, g])
+//                  + min[r, g] * (sa[t, g] * Σ_{c in g} a[t, c]) )
+// (sa * Σ a is precomputed per token and group: one multiply and two fused
+// multiply-adds per row, token and group.) Every ISA computes the same
+// integers and the same float operations in the same order as the scalar
+// reference; results differ from it at most by float rounding.
 //
 // The kernels read each weight tile (16 rows) once per call and apply it to
 // up to 4 tokens at a time from registers, so many tokens reuse the tile from

@@ -33,12 +33,14 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
   const size_t scales_offset = w.scales_offset();
   const size_t mins_offset = w.mins_offset();
   const int8_t* x[T];
-  const float* group_sums[T];
+  const float* token_scales[T];
+  const float* scaled_group_sums[T];
   __m512 sums[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
     x[t] = a.token_values(t0 + t);
-    group_sums[t] = a.token_group_sums(t0 + t);
+    token_scales[t] = a.token_scales(t0 + t);
+    scaled_group_sums[t] = a.token_scaled_group_sums(t0 + t);
     sums[t] = _mm512_setzero_ps();
   }
   const uint8_t* group = w.tile(tile);
@@ -70,14 +72,13 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(dot_low[t], dot_high[t]));
-      sums[t] = _mm512_fmadd_ps(dot, scales, sums[t]);
-      sums[t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(group_sums[t][g]), sums[t]);
+      const __m512 scales_times_token_scale = _mm512_mul_ps(scales, _mm512_set1_ps(token_scales[t][g]));
+      sums[t] = _mm512_fmadd_ps(dot, scales_times_token_scale, sums[t]);
+      sums[t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(scaled_group_sums[t][g]), sums[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) {
-    _mm512_storeu_ps(out[t], _mm512_mul_ps(sums[t], _mm512_set1_ps(a.scales[static_cast<size_t>(t0 + t)])));
-  }
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(out[t], sums[t]);
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ void GemmRowsScalar(const PackedW4& w, const QuantizedActivations& a, float* y, 
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     for (int64_t t = 0; t < a.num_tokens; ++t) {
       const int8_t* x = a.token_values(t);
-      const float* group_sums = a.token_group_sums(t);
+      const float* token_scales = a.token_scales(t);
+      const float* scaled_group_sums = a.token_scaled_group_sums(t);
       float out[kRows] = {};
       for (int64_t g = 0; g < w.num_groups; ++g) {
         const uint8_t* group = w.group(tile, g);
@@ -39,12 +40,12 @@ void GemmRowsScalar(const PackedW4& w, const QuantizedActivations& a, float* y, 
         std::memcpy(scales, group + w.scales_offset(), sizeof(scales));
         std::memcpy(mins, group + w.mins_offset(), sizeof(mins));
         for (int r = 0; r < kRows; ++r) {
-          // The SIMD kernels' two fused multiply-adds, in the same order.
-          out[r] = std::fma(static_cast<float>(dot[r]), scales[r], out[r]);
-          out[r] = std::fma(mins[r], group_sums[g], out[r]);
+          // The SIMD kernels' multiply and two fused multiply-adds, in the same order.
+          const float scale = scales[r] * token_scales[g];
+          out[r] = std::fma(static_cast<float>(dot[r]), scale, out[r]);
+          out[r] = std::fma(mins[r], scaled_group_sums[g], out[r]);
         }
       }
-      for (int r = 0; r < kRows; ++r) out[r] *= a.scales[static_cast<size_t>(t)];
       StoreTileRows(out, tile, row_begin, row_end, y + t * y_stride);
     }
   }

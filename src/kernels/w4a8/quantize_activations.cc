@@ -64,6 +64,28 @@ void QuantizeRow(const float* x, int64_t n, float inverse, int8_t* q) {
   for (; c < n; ++c) q[c] = QuantizeOne(x[c] * inverse);
 }
 
+// Σ q[0..n): SSE2 maps each int8 to v + 128 (xor 0x80) and sums bytes with
+// psadbw, then removes the bias.
+int32_t SumBytes(const int8_t* q, int64_t n) {
+  int64_t c = 0;
+  int32_t sum = 0;
+#if defined(__SSE2__)
+  const __m128i bias = _mm_set1_epi8(static_cast<char>(0x80));
+  const __m128i zero = _mm_setzero_si128();
+  __m128i acc = _mm_setzero_si128();
+  for (; c + 16 <= n; c += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c));
+    acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_xor_si128(v, bias), zero));
+  }
+  // Each 64-bit lane holds at most 255 * n / 2: fits in 32 bits.
+  const int64_t biased = static_cast<int64_t>(_mm_cvtsi128_si32(acc)) +
+                         _mm_cvtsi128_si32(_mm_unpackhi_epi64(acc, acc));
+  sum = static_cast<int32_t>(biased - 128 * c);
+#endif
+  for (; c < n; ++c) sum += q[c];
+  return sum;
+}
+
 }  // namespace
 
 void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int group_size,
@@ -76,23 +98,25 @@ void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int g
   out->num_groups = cols / group_size;
   out->values_stride = (cols + 63) / 64 * 64;
   // resize() keeps capacity: no allocation once the buffers are large enough.
+  const size_t num_token_groups = static_cast<size_t>(num_tokens * out->num_groups);
   out->values.resize(static_cast<size_t>(num_tokens * out->values_stride));
-  out->scales.resize(static_cast<size_t>(num_tokens));
-  out->group_sums.resize(static_cast<size_t>(num_tokens * out->num_groups));
+  out->scales.resize(num_token_groups);
+  out->group_sums.resize(num_token_groups);
+  out->scaled_group_sums.resize(num_token_groups);
 
   for (int64_t t = 0; t < num_tokens; ++t) {
-    const float* row = x + t * cols;
-    const float max_abs = MaxAbs(row, cols);
-    const float scale = max_abs / 127.0f;
-    const float inverse = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
-    out->scales[static_cast<size_t>(t)] = scale;
     int8_t* q = out->values.data() + t * out->values_stride;
-    QuantizeRow(row, cols, inverse, q);
-    float* sums = out->group_sums.data() + t * out->num_groups;
+    const size_t first = static_cast<size_t>(t * out->num_groups);
     for (int64_t g = 0; g < out->num_groups; ++g) {
-      int32_t sum = 0;
-      for (int64_t c = g * group_size; c < (g + 1) * group_size; ++c) sum += q[c];
-      sums[g] = static_cast<float>(sum);
+      const int64_t c = g * group_size;
+      const float max_abs = MaxAbs(x + t * cols + c, group_size);
+      const float scale = max_abs / 127.0f;
+      const float inverse = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+      QuantizeRow(x + t * cols + c, group_size, inverse, q + c);
+      const float sum = static_cast<float>(SumBytes(q + c, group_size));  // |sum| < 2^24: exact
+      out->scales[first + static_cast<size_t>(g)] = scale;
+      out->group_sums[first + static_cast<size_t>(g)] = sum;
+      out->scaled_group_sums[first + static_cast<size_t>(g)] = scale * sum;
     }
     std::memset(q + cols, 0, static_cast<size_t>(out->values_stride - cols));
   }

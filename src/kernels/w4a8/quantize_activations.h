@@ -1,7 +1,13 @@
-// Activations quantized for the W4A8 kernels: per token, symmetric int8 with
-// scale = max|x| / 127 (q = round(x / scale), in [-127, 127]; a zero row has
-// scale 0), plus the sum of q over every group of group_size inputs, which the
-// kernels need for the weight mins: Σ_i (q_w*s + m) * a_i = s*Σ q_w*a_i + m*Σ a_i.
+// Activations quantized for the W4A8 kernels: symmetric int8 with one scale
+// per (token, group of group_size inputs), the weight group size:
+//   scale[t, g] = max |x[t, c in g]| / 127,  q[t, c] = round(x[t, c] / scale[t, g])
+// in [-127, 127] (half to even; an all-zero group has scale 0 and q 0). One
+// scale per group, as GGUF Q8_0 does per 32 values, keeps an outlier channel
+// from coarsening the steps of every other input of the token.
+// Per (token, group) it also keeps Σ q, which the kernels need for the weight
+// mins: Σ_c (q_w*s + m) * a_c = s*Σ q_w*a_c + m*Σ a_c, and that sum times the
+// group's scale, so the kernels' per-group float step stays two fused
+// multiply-adds and one multiply.
 //
 // A QuantizedActivations is a reusable buffer: QuantizeActivations only
 // allocates when it needs more room than any earlier call. One thread writes
@@ -20,16 +26,20 @@ struct QuantizedActivations {
   int64_t num_groups = 0;       // cols / group_size
   int64_t values_stride = 0;    // cols rounded up to 64 bytes
   std::vector<int8_t> values;   // [num_tokens, values_stride] (padding is zero)
-  std::vector<float> scales;    // [num_tokens]
+  std::vector<float> scales;    // [num_tokens, num_groups] max |x| / 127 per group
   std::vector<float> group_sums;  // [num_tokens, num_groups] Σ q per group (exact integers)
+  std::vector<float> scaled_group_sums;  // [num_tokens, num_groups] scales * group_sums (rounded once)
 
   const int8_t* token_values(int64_t t) const { return values.data() + t * values_stride; }
+  const float* token_scales(int64_t t) const { return scales.data() + t * num_groups; }
   const float* token_group_sums(int64_t t) const { return group_sums.data() + t * num_groups; }
+  const float* token_scaled_group_sums(int64_t t) const { return scaled_group_sums.data() + t * num_groups; }
 };
 
 // x: [num_tokens, cols] f32. cols must be a positive multiple of group_size
 // (checked: the caller's shapes come from a PackedW4 validated at load time).
-// Non-finite inputs are the caller's bug; they give a NaN scale, not a crash.
+// Non-finite inputs are the caller's bug; they give a NaN or infinite scale
+// for their group, not a crash.
 void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int group_size,
                          QuantizedActivations* out);
 
