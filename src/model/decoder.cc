@@ -61,11 +61,11 @@ class Decoder : public Architecture {
     TETRA_ASSIGN_OR_RETURN(embedding_, w.Matrix("token_embd.weight", c.vocab_size, hidden));
     TETRA_ASSIGN_OR_RETURN(output_norm_, w.Vector("output_norm.weight", hidden));
     {
-      // The output head stays at its stored precision: it is one matrix but
+      // The output head keeps 8-bit weights under W4A8: it is one matrix but
       // sets every logit, and 4-bit rounding there costs the most accuracy.
       const std::string head = w.Has("output.weight") ? "output.weight" : "token_embd.weight";  // tied
       TETRA_ASSIGN_OR_RETURN(const MatrixView head_view, w.Matrix(head, c.vocab_size, hidden));
-      TETRA_ASSIGN_OR_RETURN(output_, Linear::Bind(head_view, WeightFormat::kReference, head));
+      TETRA_ASSIGN_OR_RETURN(output_, Linear::Bind(head_view, options.weights, head, /*eight_bit=*/true));
     }
     if (w.Has("rope_freqs.weight")) {
       TETRA_ASSIGN_OR_RETURN(config_.rope.freq_factors,

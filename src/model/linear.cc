@@ -1,6 +1,7 @@
 #include "model/linear.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "base/check.h"
 #include "base/logging.h"
@@ -19,13 +20,21 @@ std::string_view WeightFormatName(WeightFormat format) {
   return format == WeightFormat::kW4A8 ? "w4a8" : "reference";
 }
 
-StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, const std::string& name) {
+StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
+                              bool eight_bit) {
   Linear linear;
   linear.view_ = weights;
   if (format == WeightFormat::kW4A8) {
     if (weights.cols % PackedW4::kMinGroupSize != 0) {
       TETRA_LOG_DEBUG("{}: {} columns are not whole 32-value groups; kept on the reference path", name,
                       weights.cols);
+      return linear;
+    }
+    if (eight_bit) {
+      auto planes = PackW8Planes(weights, PackedW4::kMinGroupSize);
+      if (!planes.ok()) return planes.status().WithPrefix(name + ": ");
+      linear.packed_ = std::make_shared<const PackedW4>(std::move(planes->high));
+      linear.packed_low_ = std::make_shared<const PackedW4>(std::move(planes->low));
       return linear;
     }
     auto packed = PackW4(weights, PackedW4::kMinGroupSize);
@@ -40,9 +49,12 @@ void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const 
     MatMul(view_, x, n, y, pool);
     return;
   }
-  thread_local QuantizedActivations activations;  // buffers reused across calls
-  QuantizeActivations(x, n, view_.cols, packed_->group_size, &activations);
-  GemmW4A8(*packed_, activations, y, pool);
+  thread_local LinearInput buffers;  // reused across calls
+  // A named reference: inside the lambda, a thread_local name would denote
+  // each worker thread's own (unprepared) instance.
+  LinearInput& input = buffers;
+  Prepare(x, n, &input);
+  pool.ParallelFor(rows(), 64, [&](int64_t begin, int64_t end) { ApplyRows(input, begin, end, y, rows()); });
 }
 
 void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
@@ -57,6 +69,15 @@ void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_
   if (packed_ != nullptr) {
     TETRA_CHECK(input.is_quantized, "input prepared for another format");
     GemmW4A8(*packed_, input.quantized, y, y_stride, row_begin, row_end);
+    if (packed_low_ != nullptr) {
+      // y += low plane, through a per-thread scratch of the same layout.
+      thread_local std::vector<float> low;
+      low.resize(static_cast<size_t>(input.n * y_stride));
+      GemmW4A8(*packed_low_, input.quantized, low.data(), y_stride, row_begin, row_end);
+      for (int64_t t = 0; t < input.n; ++t) {
+        for (int64_t r = row_begin; r < row_end; ++r) y[t * y_stride + r] += low[t * y_stride + r];
+      }
+    }
   } else {
     MatMulRows(view_, input.x, input.n, y, y_stride, row_begin, row_end);
   }

@@ -41,7 +41,10 @@ class Linear {
   Linear() = default;
   // W4A8 falls back to the reference path for matrices whose rows are not
   // whole 32-value groups (logged once per matrix at debug level).
-  static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name);
+  // `eight_bit` keeps 8-bit weight precision in W4A8 (two 4-bit planes): for
+  // layers where 4 bits cost too much accuracy, such as the output head.
+  static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
+                               bool eight_bit = false);
 
   // x: [n, cols] -> y: [n, rows] (row stride rows).
   void Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const;
@@ -59,7 +62,8 @@ class Linear {
 
  private:
   MatrixView view_;
-  std::shared_ptr<const PackedW4> packed_;  // null on the reference path
+  std::shared_ptr<const PackedW4> packed_;      // null on the reference path
+  std::shared_ptr<const PackedW4> packed_low_;  // low nibbles of 8-bit weights, or null
 };
 
 // Several layers that read the same input (q, k and v; gate and up): the

@@ -236,6 +236,44 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size) {
   return w;
 }
 
+StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size) {
+  // Validate and size both planes as PackW4 does (same shape and type rules),
+  // then overwrite their codes with the two nibbles of 8-bit codes.
+  PackedW8Planes planes;
+  TETRA_ASSIGN_OR_RETURN(planes.high, PackW4(weights, group_size));
+  TETRA_ASSIGN_OR_RETURN(planes.low, PackW4(weights, group_size));
+  planes.high.is_lossless = planes.low.is_lossless = false;
+  RowCodes high, low;
+  for (RowCodes* c : {&high, &low}) {
+    c->q.resize(static_cast<size_t>(weights.cols));
+    c->scales.resize(static_cast<size_t>(planes.high.num_groups));
+    c->mins.resize(static_cast<size_t>(planes.high.num_groups));
+  }
+  std::vector<float> row(static_cast<size_t>(weights.cols));
+  for (int64_t r = 0; r < weights.rows; ++r) {
+    DequantizeRow(weights.dtype, weights.row(r), row.data(), weights.cols);
+    for (int64_t g = 0; g < planes.high.num_groups; ++g) {
+      const float* v = row.data() + g * group_size;
+      const float lo = *std::min_element(v, v + group_size);
+      const float hi = *std::max_element(v, v + group_size);
+      const float scale = (hi - lo) / 255.0f;
+      const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+      high.scales[g] = 16.0f * scale;
+      high.mins[g] = lo;
+      low.scales[g] = scale;
+      low.mins[g] = 0.0f;
+      for (int i = 0; i < group_size; ++i) {
+        const int code = static_cast<int>(std::clamp(std::nearbyint((v[i] - lo) * inverse), 0.0f, 255.0f));
+        high.q[g * group_size + i] = static_cast<uint8_t>(code >> 4);
+        low.q[g * group_size + i] = static_cast<uint8_t>(code & 15);
+      }
+    }
+    ScatterRow(high, r, &planes.high);
+    ScatterRow(low, r, &planes.low);
+  }
+  return planes;
+}
+
 void UnpackW4Row(const PackedW4& w, int64_t r, float* out) {
   TETRA_CHECK(r >= 0 && r < w.rows, "row {} of {}", r, w.rows);
   const int64_t tile = r / PackedW4::kTileRows;

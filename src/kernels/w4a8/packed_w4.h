@@ -82,6 +82,19 @@ struct PackedW4 {
 // asymmetrically (scale = (max - min) / 15, q = round((x - min) / scale)).
 StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size = 32);
 
+// 8-bit weights as two 4-bit planes sharing one activation input: each
+// group's values become q8 * scale + min with q8 = 16 * high + low in
+// [0, 255], so W x = high_plane x + low_plane x where the high plane has
+// scale 16 * scale and the group's min, the low plane scale and min 0. Runs
+// on the W4A8 kernels at 8-bit weight precision (Q8_0 exactly; Q6_K and
+// wider types re-rounded to 8 bits per group), for layers where 4 bits cost
+// too much accuracy (the output head).
+struct PackedW8Planes {
+  PackedW4 high;
+  PackedW4 low;
+};
+StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size = 32);
+
 // Writes the values row r represents, q * scale + min, into out[w.cols].
 // For a lossless pack this equals DequantizeRow of the source row exactly.
 void UnpackW4Row(const PackedW4& w, int64_t r, float* out);
