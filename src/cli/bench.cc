@@ -166,8 +166,10 @@ BenchResult MeasureModelSpeed(Model& model, const BenchFlags& f, ThreadPool& poo
 int RunBench(const BenchFlags& f) {
   if (Status s = ValidateBenchFlags(f); !s.ok()) return Fail(s.message());
   const std::string path = f.model.empty() ? DefaultModelPath() : f.model;
+  ThreadPool pool(f.threads);
   LoadOptions options;
   options.weights = ParseWeightFormat(f.weights).value_or(WeightFormat::kReference);  // checked by CLI11
+  options.pool = &pool;
   auto loaded = LoadModel(path, options);
   if (!loaded.ok()) {
     if (f.model.empty()) {
@@ -181,7 +183,6 @@ int RunBench(const BenchFlags& f) {
   if (Status s = ValidateBenchForModel(f, c); !s.ok()) return Fail(fmt::format("{}: {}", path, s.message()));
 
   const size_t weight_bytes = PrefaultWeights(*model.files);
-  ThreadPool pool(f.threads);
   const BenchResult result = MeasureModelSpeed(model, f, pool);
   const Spread prefill = MeanAndStddev(result.prefill_tok_s);
   const Spread decode = MeanAndStddev(result.decode_tok_s);

@@ -57,9 +57,10 @@ void PrefaultWithProgress(const ModelFiles& files) {
   std::fprintf(stderr, "\r\033[K");
 }
 
-LoadOptions MakeLoadOptions(const std::string& weights) {
+LoadOptions MakeLoadOptions(const std::string& weights, ThreadPool& pool) {
   LoadOptions options;
   options.weights = ParseWeightFormat(weights).value_or(WeightFormat::kReference);  // validated by CLI11
+  options.pool = &pool;
   return options;
 }
 
@@ -108,10 +109,10 @@ void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
 }
 
 int RunGenerate(const GenerateFlags& f) {
-  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights));
+  ThreadPool pool(f.threads);
+  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights, pool));
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
-  ThreadPool pool(f.threads);
 
   std::vector<int32_t> prompt;
   if (f.chat) {
@@ -256,10 +257,10 @@ void AddPerplexityCommand(CLI::App& app, PerplexityFlags& f) {
 int RunPerplexity(const PerplexityFlags& f) {
   auto text = ReadFileToString(f.file);
   if (!text.ok()) return Fail(text.status().message());
-  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights));
+  ThreadPool pool(f.threads);
+  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights, pool));
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
-  ThreadPool pool(f.threads);
   const std::vector<int32_t> tokens = model.tokenizer->Encode(*text, /*add_special=*/true, /*parse_special=*/false);
   PerplexityOptions options;
   options.context = f.context;

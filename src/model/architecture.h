@@ -26,6 +26,7 @@ struct SequenceStep {
 
 struct LoadOptions {
   WeightFormat weights = WeightFormat::kReference;
+  ThreadPool* pool = nullptr;  // for load-time work such as packing (serial when null)
 };
 
 class Architecture {

@@ -48,12 +48,13 @@ class Decoder : public Architecture {
     auto bind = [&](const std::string& tensor, int64_t rows, int64_t cols) -> StatusOr<Linear> {
       auto view = w.Matrix(tensor, rows, cols);
       if (!view.ok()) return view.status();
-      return Linear::Bind(*view, options.weights, w.display_path() + ": " + tensor);
+      return Linear::Bind(*view, options.weights, w.display_path() + ": " + tensor, false, options.pool);
     };
     auto bind_expert = [&](int layer, std::string_view kind, int e, int64_t rows, int64_t cols) -> StatusOr<Linear> {
       auto view = w.ExpertMatrix(layer, kind, e, c.num_experts, rows, cols);
       if (!view.ok()) return view.status();
-      return Linear::Bind(*view, options.weights, fmt::format("{}: blk.{}.{} expert {}", w.display_path(), layer, kind, e));
+      return Linear::Bind(*view, options.weights, fmt::format("{}: blk.{}.{} expert {}", w.display_path(), layer, kind, e),
+                          false, options.pool);
     };
     const int64_t hidden = c.hidden_size;
     const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
@@ -65,7 +66,7 @@ class Decoder : public Architecture {
       // sets every logit, and 4-bit rounding there costs the most accuracy.
       const std::string head = w.Has("output.weight") ? "output.weight" : "token_embd.weight";  // tied
       TETRA_ASSIGN_OR_RETURN(const MatrixView head_view, w.Matrix(head, c.vocab_size, hidden));
-      TETRA_ASSIGN_OR_RETURN(output_, Linear::Bind(head_view, options.weights, head, /*eight_bit=*/true));
+      TETRA_ASSIGN_OR_RETURN(output_, Linear::Bind(head_view, options.weights, head, /*eight_bit=*/true, options.pool));
     }
     if (w.Has("rope_freqs.weight")) {
       TETRA_ASSIGN_OR_RETURN(config_.rope.freq_factors,

@@ -21,7 +21,7 @@ std::string_view WeightFormatName(WeightFormat format) {
 }
 
 StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
-                              bool eight_bit) {
+                              bool eight_bit, ThreadPool* pool) {
   Linear linear;
   linear.view_ = weights;
   if (format == WeightFormat::kW4A8) {
@@ -31,13 +31,13 @@ StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, co
       return linear;
     }
     if (eight_bit) {
-      auto planes = PackW8Planes(weights, PackedW4::kMinGroupSize);
+      auto planes = PackW8Planes(weights, PackedW4::kMinGroupSize, pool);
       if (!planes.ok()) return planes.status().WithPrefix(name + ": ");
       linear.packed_ = std::make_shared<const PackedW4>(std::move(planes->high));
       linear.packed_low_ = std::make_shared<const PackedW4>(std::move(planes->low));
       return linear;
     }
-    auto packed = PackW4(weights, PackedW4::kMinGroupSize);
+    auto packed = PackW4(weights, PackedW4::kMinGroupSize, pool);
     if (!packed.ok()) return packed.status().WithPrefix(name + ": ");
     linear.packed_ = std::make_shared<const PackedW4>(std::move(packed).value());
   }

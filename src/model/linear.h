@@ -43,8 +43,9 @@ class Linear {
   // whole 32-value groups (logged once per matrix at debug level).
   // `eight_bit` keeps 8-bit weight precision in W4A8 (two 4-bit planes): for
   // layers where 4 bits cost too much accuracy, such as the output head.
+  // With a pool, packing runs in parallel on it.
   static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
-                               bool eight_bit = false);
+                               bool eight_bit = false, ThreadPool* pool = nullptr);
 
   // x: [n, cols] -> y: [n, rows] (row stride rows).
   void Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const;

@@ -163,7 +163,7 @@ Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, 
 
 }  // namespace
 
-StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size) {
+StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool* pool) {
   if (group_size < PackedW4::kMinGroupSize || group_size > PackedW4::kMaxGroupSize ||
       group_size % PackedW4::kSubBlockInputs != 0) {
     return Status::Errorf("PackW4: group size {} is not a multiple of 32 in [32, 128]", group_size);
@@ -211,65 +211,92 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size) {
 
   const DType dtype = weights.dtype;
   w.is_lossless = group_size == 32 && (dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ4_K);
-  RowCodes codes;
-  codes.q.resize(static_cast<size_t>(w.cols));
-  codes.scales.resize(static_cast<size_t>(w.num_groups));
-  codes.mins.resize(static_cast<size_t>(w.num_groups));
-  std::vector<float> dequantized;
-  if (!w.is_lossless) dequantized.resize(static_cast<size_t>(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const uint8_t* src = weights.row(r);
-    Status status;
-    if (!w.is_lossless) {
-      DequantizeRow(dtype, src, dequantized.data(), w.cols);
-      status = CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes);
-    } else if (dtype == DType::kQ4_0) {
-      status = CodesFromQ4_0(src, r, w.cols, &codes);
-    } else if (dtype == DType::kQ4_1) {
-      status = CodesFromQ4_1(src, r, w.cols, &codes);
-    } else {
-      status = CodesFromQ4_K(src, r, w.cols, &codes);
+  // Tiles are independent (every byte, scale and min belongs to one row), so
+  // they are packed in parallel when a pool is given.
+  std::vector<Status> tile_status(static_cast<size_t>(w.num_tiles));
+  auto pack_tiles = [&](int64_t tile_begin, int64_t tile_end) {
+    RowCodes codes;
+    codes.q.resize(static_cast<size_t>(w.cols));
+    codes.scales.resize(static_cast<size_t>(w.num_groups));
+    codes.mins.resize(static_cast<size_t>(w.num_groups));
+    std::vector<float> dequantized;
+    if (!w.is_lossless) dequantized.resize(static_cast<size_t>(w.cols));
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t row_end = std::min(w.rows, (tile + 1) * PackedW4::kTileRows);
+      for (int64_t r = tile * PackedW4::kTileRows; r < row_end; ++r) {
+        const uint8_t* src = weights.row(r);
+        Status status;
+        if (!w.is_lossless) {
+          DequantizeRow(dtype, src, dequantized.data(), w.cols);
+          status = CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes);
+        } else if (dtype == DType::kQ4_0) {
+          status = CodesFromQ4_0(src, r, w.cols, &codes);
+        } else if (dtype == DType::kQ4_1) {
+          status = CodesFromQ4_1(src, r, w.cols, &codes);
+        } else {
+          status = CodesFromQ4_K(src, r, w.cols, &codes);
+        }
+        if (!status.ok()) {
+          tile_status[tile] = status;
+          break;
+        }
+        ScatterRow(codes, r, &w);
+      }
     }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(w.num_tiles, 4, pack_tiles);
+  } else {
+    pack_tiles(0, w.num_tiles);
+  }
+  for (const Status& status : tile_status) {
     if (!status.ok()) return status.WithPrefix(fmt::format("PackW4 ({}): ", traits.name));
-    ScatterRow(codes, r, &w);
   }
   return w;
 }
 
-StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size) {
+StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size, ThreadPool* pool) {
   // Validate and size both planes as PackW4 does (same shape and type rules),
   // then overwrite their codes with the two nibbles of 8-bit codes.
   PackedW8Planes planes;
-  TETRA_ASSIGN_OR_RETURN(planes.high, PackW4(weights, group_size));
-  TETRA_ASSIGN_OR_RETURN(planes.low, PackW4(weights, group_size));
+  TETRA_ASSIGN_OR_RETURN(planes.high, PackW4(weights, group_size, pool));
+  TETRA_ASSIGN_OR_RETURN(planes.low, PackW4(weights, group_size, pool));
   planes.high.is_lossless = planes.low.is_lossless = false;
-  RowCodes high, low;
-  for (RowCodes* c : {&high, &low}) {
-    c->q.resize(static_cast<size_t>(weights.cols));
-    c->scales.resize(static_cast<size_t>(planes.high.num_groups));
-    c->mins.resize(static_cast<size_t>(planes.high.num_groups));
-  }
-  std::vector<float> row(static_cast<size_t>(weights.cols));
-  for (int64_t r = 0; r < weights.rows; ++r) {
-    DequantizeRow(weights.dtype, weights.row(r), row.data(), weights.cols);
-    for (int64_t g = 0; g < planes.high.num_groups; ++g) {
-      const float* v = row.data() + g * group_size;
-      const float lo = *std::min_element(v, v + group_size);
-      const float hi = *std::max_element(v, v + group_size);
-      const float scale = (hi - lo) / 255.0f;
-      const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-      high.scales[g] = 16.0f * scale;
-      high.mins[g] = lo;
-      low.scales[g] = scale;
-      low.mins[g] = 0.0f;
-      for (int i = 0; i < group_size; ++i) {
-        const int code = static_cast<int>(std::clamp(std::nearbyint((v[i] - lo) * inverse), 0.0f, 255.0f));
-        high.q[g * group_size + i] = static_cast<uint8_t>(code >> 4);
-        low.q[g * group_size + i] = static_cast<uint8_t>(code & 15);
-      }
+  auto pack_rows = [&](int64_t row_begin, int64_t row_end) {
+    RowCodes high, low;
+    for (RowCodes* c : {&high, &low}) {
+      c->q.resize(static_cast<size_t>(weights.cols));
+      c->scales.resize(static_cast<size_t>(planes.high.num_groups));
+      c->mins.resize(static_cast<size_t>(planes.high.num_groups));
     }
-    ScatterRow(high, r, &planes.high);
-    ScatterRow(low, r, &planes.low);
+    std::vector<float> row(static_cast<size_t>(weights.cols));
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      DequantizeRow(weights.dtype, weights.row(r), row.data(), weights.cols);
+      for (int64_t g = 0; g < planes.high.num_groups; ++g) {
+        const float* v = row.data() + g * group_size;
+        const float lo = *std::min_element(v, v + group_size);
+        const float hi = *std::max_element(v, v + group_size);
+        const float scale = (hi - lo) / 255.0f;
+        const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+        high.scales[g] = 16.0f * scale;
+        high.mins[g] = lo;
+        low.scales[g] = scale;
+        low.mins[g] = 0.0f;
+        for (int i = 0; i < group_size; ++i) {
+          const int code = static_cast<int>(std::clamp(std::nearbyint((v[i] - lo) * inverse), 0.0f, 255.0f));
+          high.q[g * group_size + i] = static_cast<uint8_t>(code >> 4);
+          low.q[g * group_size + i] = static_cast<uint8_t>(code & 15);
+        }
+      }
+      ScatterRow(high, r, &planes.high);
+      ScatterRow(low, r, &planes.low);
+    }
+  };
+  // Whole tiles per chunk: rows of one tile share no bytes, but keep chunks tile-aligned anyway.
+  if (pool != nullptr) {
+    pool->ParallelFor(weights.rows, 4 * PackedW4::kTileRows, pack_rows);
+  } else {
+    pack_rows(0, weights.rows);
   }
   return planes;
 }

@@ -28,6 +28,7 @@
 #include <memory>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "tensor/matrix_view.h"
 
 namespace tetra {
@@ -80,7 +81,8 @@ struct PackedW4 {
 // Q4_0 / Q4_1 / Q4_K with group_size 32 are repacked losslessly; other
 // types (and those with other group sizes) are quantized per group
 // asymmetrically (scale = (max - min) / 15, q = round((x - min) / scale)).
-StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size = 32);
+// With a pool, tiles are packed in parallel on it.
+StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size = 32, ThreadPool* pool = nullptr);
 
 // 8-bit weights as two 4-bit planes sharing one activation input: each
 // group's values become q8 * scale + min with q8 = 16 * high + low in
@@ -93,7 +95,8 @@ struct PackedW8Planes {
   PackedW4 high;
   PackedW4 low;
 };
-StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size = 32);
+StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size = 32,
+                                      ThreadPool* pool = nullptr);
 
 // Writes the values row r represents, q * scale + min, into out[w.cols].
 // For a lossless pack this equals DequantizeRow of the source row exactly.
