@@ -140,7 +140,7 @@ def measure_peaks(binary, threads):
 def run_tetra(args):
     command = [args.tetra, "bench", "-m", args.model, "-p", str(args.p), "-n", str(args.n),
                "-t", str(args.threads), "--batch", str(args.batch), "-d", str(args.depth),
-               "-r", str(args.repetitions), "--json"]
+               "-r", str(args.repetitions), "--weights", args.weights, "--json"]
     print("running:", " ".join(command), file=sys.stderr)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -236,6 +236,7 @@ def main():
     parser.add_argument("-d", "--depth", type=int, default=0, help="tokens already in the KV cache for decode")
     parser.add_argument("--batch", type=int, default=1, help="tetra decode batch (llama-bench has none: batch 1)")
     parser.add_argument("-r", "--repetitions", type=int, default=3)
+    parser.add_argument("--weights", default="w4a8", choices=["reference", "w4a8"], help="tetra's weight format")
     parser.add_argument("--tetra", default=shutil.which("tetra") or "build/src/cli/tetra", help="tetra binary")
     parser.add_argument("--llama-bench", help="a llama-bench binary (else llama-cpp-python if importable)")
     parser.add_argument("--peaks-json", help="saved output of peaks_bench --benchmark_format=json")
