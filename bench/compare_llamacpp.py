@@ -23,7 +23,7 @@ or --peaks-bench BINARY to run it now), or from --bandwidth GB/s and
 --int8-peak GOPS. Needs the `gguf` package (pip install gguf).
 
 Example:
-  bench/compare_llamacpp.py -m model.gguf -t 2 --tetra build/src/cli/tetra \
+  bench/compare_llamacpp.py -m model.gguf -t 2 --tetra build/tetra \
       --llama-bench /work/peers/llama.cpp/build/bin/llama-bench \
       --peaks-bench build/bench/peaks_bench
 """
@@ -237,7 +237,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="tetra decode batch (llama-bench has none: batch 1)")
     parser.add_argument("-r", "--repetitions", type=int, default=3)
     parser.add_argument("--weights", default="w4a8", choices=["reference", "w4a8"], help="tetra's weight format")
-    parser.add_argument("--tetra", default=shutil.which("tetra") or "build/src/cli/tetra", help="tetra binary")
+    parser.add_argument("--tetra", default=shutil.which("tetra") or "build/tetra", help="tetra binary")
     parser.add_argument("--llama-bench", help="a llama-bench binary (else llama-cpp-python if importable)")
     parser.add_argument("--peaks-json", help="saved output of peaks_bench --benchmark_format=json")
     parser.add_argument("--peaks-bench", help="a peaks_bench binary to run now")
