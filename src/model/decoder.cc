@@ -143,12 +143,24 @@ class Decoder : public Architecture {
     const int64_t first_position = kv.length();
     kv.Reserve(n);
 
-    std::vector<float> x(n * hidden), normed(n * hidden), q(n * q_size), attn(n * q_size),
-        proj(n * hidden);
+    // Step scratch: members resized in place, so steady decode allocates nothing.
+    std::vector<float>& x = scratch_.x;           // [n, hidden] residual stream
+    std::vector<float>& normed = scratch_.normed; // [n, hidden]
+    std::vector<float>& q = scratch_.q;           // [n, num_heads * head_dim]
+    std::vector<float>& attn = scratch_.attn;     // [n, num_heads * head_dim]
+    std::vector<float>& proj = scratch_.proj;     // [n, hidden]
+    x.resize(n * hidden);
+    normed.resize(n * hidden);
+    q.resize(n * q_size);
+    attn.resize(n * q_size);
+    proj.resize(n * hidden);
     for (int64_t t = 0; t < n; ++t) DequantizeMatrixRow(embedding_, step.tokens[t], &x[t * hidden]);
 
     const int64_t num_pairs = rope_.num_pairs();
-    std::vector<float> cos_values(n * num_pairs), sin_values(n * num_pairs);
+    std::vector<float>& cos_values = scratch_.cos_values;  // [n, num_pairs]
+    std::vector<float>& sin_values = scratch_.sin_values;
+    cos_values.resize(n * num_pairs);
+    sin_values.resize(n * num_pairs);
     for (int64_t t = 0; t < n; ++t) {
       rope_.Compute(first_position + t, &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
     }
@@ -221,7 +233,12 @@ class Decoder : public Architecture {
                      ThreadPool& pool) {
     const int64_t inter = mlp.gate.rows();
     const int64_t hidden = mlp.down.rows();
-    std::vector<float> gate(n * inter), up(n * inter), down(n * hidden);
+    std::vector<float>& gate = scratch_.gate;  // [n, inter]
+    std::vector<float>& up = scratch_.up;
+    std::vector<float>& down = scratch_.down;  // [n, hidden]
+    gate.resize(n * inter);
+    up.resize(n * inter);
+    down.resize(n * hidden);
     const LinearTarget gate_up[] = {{&mlp.gate, gate.data(), inter}, {&mlp.up, up.data(), inter}};
     ApplyShared(gate_up, x, n, &input_, pool);
     SiluMul(gate.data(), up.data(), n * inter, gate.data());
@@ -237,7 +254,8 @@ class Decoder : public Architecture {
   void MoeLayer(LayerWeights& l, const float* x, int64_t n, float* out, ThreadPool& pool) {
     l.moe.Forward(x, n, out, pool);
     if (!l.shared.gate.empty()) {
-      std::vector<float> shared_weight(n, 1.0f);
+      std::vector<float>& shared_weight = scratch_.shared_weight;  // [n]
+      shared_weight.assign(n, 1.0f);
       if (!l.shared_gate.empty()) {
         MatMul(l.shared_gate, x, n, shared_weight.data(), pool);
         for (float& s : shared_weight) s = Sigmoid(s);
@@ -253,6 +271,9 @@ class Decoder : public Architecture {
   RopeTable rope_;
   std::vector<LayerWeights> layers_;
   LinearInput input_;  // prepared activations, reused across layers
+  struct Scratch {
+    std::vector<float> x, normed, q, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
+  } scratch_;
 };
 
 }  // namespace
