@@ -4,11 +4,11 @@
 //   prefill: one sequence, a synthetic prompt of p random valid token ids
 //            (fixed seed), run as one Forward call on an empty KV cache.
 //   decode:  B independent sequences, each with its own KvCache pre-filled
-//            with `depth` tokens (untimed), stepped round-robin one token each
-//            per step for n steps; the token fed back is a random valid id (no
-//            sampling), as llama-bench does. Architecture::Forward runs one
-//            sequence per call, so a step at batch B is B calls: the figure
-//            is total tokens/s over all B sequences.
+//            with `depth` tokens (untimed), stepped together one token each
+//            per step for n steps (one Architecture::ForwardBatch call per
+//            step); the token fed back is a random valid id (no sampling), as
+//            llama-bench does. The figure is total tokens/s over all B
+//            sequences.
 // Each of the R repetitions starts from fresh caches; the result is the mean
 // and sample standard deviation of tokens/s over the repetitions, after one
 // untimed warm-up. Benchmarks time; tests never assert on these numbers.

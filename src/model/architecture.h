@@ -29,14 +29,29 @@ struct LoadOptions {
   ThreadPool* pool = nullptr;  // for load-time work such as packing (serial when null)
 };
 
+// One sequence's part of a batched step.
+struct BatchEntry {
+  std::span<const int32_t> tokens;  // [n_i] new tokens
+  KvCache* kv = nullptr;            // the sequence's cache; the tokens are appended
+  bool logits_for_all_tokens = false;  // else only for its last token
+};
+
 class Architecture {
  public:
   virtual ~Architecture() = default;
   // Binds and validates every tensor; errors name the tensor and the problem.
   virtual Status Load(const WeightSource& weights, const LoadOptions& options) = 0;
-  // Runs step.tokens at positions [kv.length(), kv.length() + n) and appends
-  // their keys and values to kv. Writes logits: [n or 1, vocab_size].
-  virtual void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) = 0;
+  // Runs several sequences' new tokens in one step: the linear layers and the
+  // experts see all tokens of all sequences at once (an expert's weights are
+  // read once per step for every token routed to it); attention and RoPE
+  // follow each sequence's own positions [kv.length(), kv.length() + n_i).
+  // Writes logits: for each entry in order, n_i rows or 1 row, [rows, vocab].
+  virtual void ForwardBatch(std::span<const BatchEntry> batch, float* logits, ThreadPool& pool) = 0;
+  // One sequence (a batch of one).
+  void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) {
+    const BatchEntry entry{step.tokens, &kv, step.logits_for_all_tokens};
+    ForwardBatch(std::span<const BatchEntry>(&entry, 1), logits, pool);
+  }
   virtual const ModelConfig& config() const = 0;
 };
 

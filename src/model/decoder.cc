@@ -134,52 +134,67 @@ class Decoder : public Architecture {
     return Status::Ok();
   }
 
-  void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) override {
+  void ForwardBatch(std::span<const BatchEntry> batch, float* logits, ThreadPool& pool) override {
     const ModelConfig& c = config_;
-    const int64_t n = static_cast<int64_t>(step.tokens.size());
     const int64_t hidden = c.hidden_size;
     const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
-    const int64_t kv_size = kv.row_size();
-    const int64_t first_position = kv.length();
-    kv.Reserve(n);
+    const int64_t kv_size = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+
+    // Flatten the batch: token offsets and positions of every entry.
+    std::vector<int64_t>& offset = scratch_.offset;  // [entries + 1]
+    std::vector<int64_t>& first_position = scratch_.first_position;
+    offset.assign(batch.size() + 1, 0);
+    first_position.resize(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      offset[i + 1] = offset[i] + static_cast<int64_t>(batch[i].tokens.size());
+      first_position[i] = batch[i].kv->length();
+      batch[i].kv->Reserve(static_cast<int64_t>(batch[i].tokens.size()));
+    }
+    const int64_t n = offset.back();
 
     // Step scratch: members resized in place, so steady decode allocates nothing.
     std::vector<float>& x = scratch_.x;           // [n, hidden] residual stream
     std::vector<float>& normed = scratch_.normed; // [n, hidden]
     std::vector<float>& q = scratch_.q;           // [n, num_heads * head_dim]
+    std::vector<float>& k = scratch_.k;           // [n, num_kv_heads * head_dim]
+    std::vector<float>& v = scratch_.v;
     std::vector<float>& attn = scratch_.attn;     // [n, num_heads * head_dim]
     std::vector<float>& proj = scratch_.proj;     // [n, hidden]
     x.resize(n * hidden);
     normed.resize(n * hidden);
     q.resize(n * q_size);
+    k.resize(n * kv_size);
+    v.resize(n * kv_size);
     attn.resize(n * q_size);
     proj.resize(n * hidden);
-    for (int64_t t = 0; t < n; ++t) DequantizeMatrixRow(embedding_, step.tokens[t], &x[t * hidden]);
 
     const int64_t num_pairs = rope_.num_pairs();
     std::vector<float>& cos_values = scratch_.cos_values;  // [n, num_pairs]
     std::vector<float>& sin_values = scratch_.sin_values;
     cos_values.resize(n * num_pairs);
     sin_values.resize(n * num_pairs);
-    for (int64_t t = 0; t < n; ++t) {
-      rope_.Compute(first_position + t, &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (int64_t t = offset[i]; t < offset[i + 1]; ++t) {
+        DequantizeMatrixRow(embedding_, batch[i].tokens[t - offset[i]], &x[t * hidden]);
+        rope_.Compute(first_position[i] + t - offset[i], &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
+      }
     }
     const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim,
                                1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+    std::vector<AttentionSequence>& sequences = scratch_.sequences;
+    sequences.resize(batch.size());
 
     for (int layer = 0; layer < c.num_layers; ++layer) {
       LayerWeights& l = layers_[layer];
       for (int64_t t = 0; t < n; ++t) {
         RmsNorm(&x[t * hidden], l.attn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
       }
-      float* k_out = kv.keys(layer) + first_position * kv_size;
-      float* v_out = kv.values(layer) + first_position * kv_size;
-      const LinearTarget qkv[] = {{&l.q, q.data(), q_size}, {&l.k, k_out, kv_size}, {&l.v, v_out, kv_size}};
+      const LinearTarget qkv[] = {{&l.q, q.data(), q_size}, {&l.k, k.data(), kv_size}, {&l.v, v.data(), kv_size}};
       ApplyShared(qkv, normed.data(), n, &input_, pool);
       for (int64_t t = 0; t < n; ++t) {
         float* qt = &q[t * q_size];
-        float* kt = k_out + t * kv_size;
-        float* vt = v_out + t * kv_size;
+        float* kt = &k[t * kv_size];
+        float* vt = &v[t * kv_size];
         if (!l.q_bias.empty()) {
           for (int64_t i = 0; i < q_size; ++i) qt[i] += l.q_bias[i];
           for (int64_t i = 0; i < kv_size; ++i) kt[i] += l.k_bias[i];
@@ -200,8 +215,16 @@ class Decoder : public Architecture {
         ApplyRope(kt, c.num_kv_heads, c.head_dim, num_pairs, &cos_values[t * num_pairs],
                   &sin_values[t * num_pairs], c.rope.style);
       }
-      CausalAttention(shape, q.data(), n, first_position, kv.keys(layer), kv.values(layer),
-                      attn.data(), pool);
+      // Append each sequence's keys and values to its cache; attend per sequence.
+      for (size_t i = 0; i < batch.size(); ++i) {
+        KvCache& kv = *batch[i].kv;
+        const int64_t count = offset[i + 1] - offset[i];
+        std::copy_n(&k[offset[i] * kv_size], count * kv_size, kv.keys(layer) + first_position[i] * kv_size);
+        std::copy_n(&v[offset[i] * kv_size], count * kv_size, kv.values(layer) + first_position[i] * kv_size);
+        sequences[i] = AttentionSequence{&q[offset[i] * q_size], count, first_position[i], kv.keys(layer),
+                                         kv.values(layer), &attn[offset[i] * q_size]};
+      }
+      CausalAttentionBatch(shape, sequences, pool);
       l.o.Apply(attn.data(), n, proj.data(), pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 
@@ -216,13 +239,15 @@ class Decoder : public Architecture {
       }
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
     }
-    kv.Advance(n);
 
-    const int64_t first_logit_row = step.logits_for_all_tokens ? 0 : n - 1;
-    const int64_t num_logit_rows = n - first_logit_row;
-    for (int64_t t = 0; t < num_logit_rows; ++t) {
-      RmsNorm(&x[(first_logit_row + t) * hidden], output_norm_.data(), c.rms_norm_eps, hidden,
-              &normed[t * hidden]);
+    // Final norm of the rows that get logits, gathered in entry order.
+    int64_t num_logit_rows = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i].kv->Advance(offset[i + 1] - offset[i]);
+      const int64_t first_row = batch[i].logits_for_all_tokens ? offset[i] : offset[i + 1] - 1;
+      for (int64_t t = first_row; t < offset[i + 1]; ++t, ++num_logit_rows) {
+        RmsNorm(&x[t * hidden], output_norm_.data(), c.rms_norm_eps, hidden, &normed[num_logit_rows * hidden]);
+      }
     }
     output_.Apply(normed.data(), num_logit_rows, logits, pool);
   }
@@ -272,7 +297,9 @@ class Decoder : public Architecture {
   std::vector<LayerWeights> layers_;
   LinearInput input_;  // prepared activations, reused across layers
   struct Scratch {
-    std::vector<float> x, normed, q, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
+    std::vector<float> x, normed, q, k, v, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
+    std::vector<int64_t> offset, first_position;
+    std::vector<AttentionSequence> sequences;
   } scratch_;
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "base/thread_pool.h"
 
@@ -23,5 +24,19 @@ struct AttentionShape {
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t num_tokens,
                      int64_t first_position, const float* k, const float* v, float* out,
                      ThreadPool& pool);
+
+// One sequence's part of a batched attention call (shapes as above).
+struct AttentionSequence {
+  const float* q = nullptr;  // [num_tokens, num_heads, head_dim]
+  int64_t num_tokens = 0;
+  int64_t first_position = 0;
+  const float* k = nullptr;  // [first_position + num_tokens, num_kv_heads, head_dim]
+  const float* v = nullptr;
+  float* out = nullptr;      // [num_tokens, num_heads, head_dim]
+};
+
+// Every (sequence, token, head) of a batch in one parallel loop.
+void CausalAttentionBatch(const AttentionShape& shape, std::span<const AttentionSequence> sequences,
+                          ThreadPool& pool);
 
 }  // namespace tetra

@@ -1,0 +1,69 @@
+// A batched step (several sequences of different lengths and positions in one
+// ForwardBatch) gives every sequence the logits it gets alone, which the
+// reference tests tie to transformers. Both weight formats.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "model/model.h"
+#include "test_paths.h"
+
+namespace tetra {
+namespace {
+
+void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format) {
+  auto model = LoadModel(path, LoadOptions{format});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  Architecture& arch = *(*model)->arch;
+  const ModelConfig& c = arch.config();
+  const int64_t vocab = c.vocab_size;
+  ThreadPool pool(2);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 99, 3}, {7}, {11, 250, 8, 9, 300, 4, 61, 2, 13}};
+  const std::vector<int32_t> next = {21, 22, 23};
+
+  // Alone: prefill then one decode step per sequence.
+  std::vector<std::vector<float>> alone_prefill, alone_decode;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+    std::vector<float> all(prompts[i].size() * vocab), last(vocab);
+    arch.Forward(SequenceStep{prompts[i], true}, kv, all.data(), pool);
+    arch.Forward(SequenceStep{std::span<const int32_t>(&next[i], 1), false}, kv, last.data(), pool);
+    alone_prefill.push_back(all);
+    alone_decode.push_back(last);
+  }
+  // Together: one batched prefill (all logits for the first, last rows for
+  // the others), then one batched decode step.
+  std::vector<KvCache> caches;
+  for (size_t i = 0; i < prompts.size(); ++i) caches.emplace_back(c.num_layers, c.num_kv_heads, c.head_dim);
+  std::vector<BatchEntry> prefill;
+  for (size_t i = 0; i < prompts.size(); ++i) prefill.push_back({prompts[i], &caches[i], i == 0});
+  const size_t prefill_rows = prompts[0].size() + prompts.size() - 1;
+  std::vector<float> batched(prefill_rows * vocab);
+  arch.ForwardBatch(prefill, batched.data(), pool);
+  std::vector<BatchEntry> decode;
+  for (size_t i = 0; i < prompts.size(); ++i) decode.push_back({std::span<const int32_t>(&next[i], 1), &caches[i], false});
+  std::vector<float> batched_decode(prompts.size() * vocab);
+  arch.ForwardBatch(decode, batched_decode.data(), pool);
+
+  double max_diff = 0.0;
+  auto compare = [&](const float* a, const float* b) {
+    for (int64_t j = 0; j < vocab; ++j) max_diff = std::max<double>(max_diff, std::abs(a[j] - b[j]));
+  };
+  for (size_t t = 0; t < prompts[0].size(); ++t) compare(&batched[t * vocab], &alone_prefill[0][t * vocab]);
+  for (size_t i = 1; i < prompts.size(); ++i) {
+    compare(&batched[(prompts[0].size() + i - 1) * vocab], &alone_prefill[i][(prompts[i].size() - 1) * vocab]);
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) compare(&batched_decode[i * vocab], alone_decode[i].data());
+  EXPECT_LE(max_diff, 1e-5) << path << " " << WeightFormatName(format);
+}
+
+TEST(BatchTest, BatchedStepEqualsSequencesAlone) {
+  for (const char* name : {"llama", "qwen2", "qwen3_moe", "qwen2_moe"}) {
+    for (WeightFormat format : {WeightFormat::kReference, WeightFormat::kW4A8}) {
+      ExpectBatchEqualsSequential(testing::FixturePath(std::string("models/") + name + "/model-f32.gguf"), format);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tetra
