@@ -62,6 +62,29 @@ TEST(CliTest, DefaultModelKnowsTheCapitalOfFrance) {
   EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
 }
 
+TEST(CliTest, OversizedRequestFailsWithOneLine) {
+  TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
+  RunResult r = RunTetra("generate -p 'Hello' -n 1000000");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("exceeds the model's context of 8192"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, PerplexityRunsAndRejectsBadInput) {
+  const std::string model = testing::FixturePath("models/qwen3_moe/model-f32.gguf");
+  const std::string text = testing::FixturePath("models/qwen3_moe/hf/config.json");  // any text file
+  RunResult r = RunTetra("perplexity -m " + model + " -f " + text + " -c 64 --weights w4a8 --kl-vs-reference");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("KL(reference || w4a8)"), std::string::npos) << r.output;
+  r = RunTetra("perplexity -m " + model + " -f /nonexistent/text.txt");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/text.txt"), std::string::npos) << r.output;
+  r = RunTetra("perplexity -m " + model + " -f " + text + " -c 100000");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(CountLines(r.output), 1) << r.output;
+}
+
 TEST(CliTest, ChatAppliesTheTemplate) {
   TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
   RunResult r = RunTetra("generate --chat -p 'What is the capital of France?' -n 12 --temperature 0");
