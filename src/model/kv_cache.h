@@ -27,8 +27,6 @@ class KvCache {
   float* values(int layer) { return values_[layer].data(); }
   // Called once all layers hold the n new positions.
   void Advance(int64_t n) { length_ += n; }
-  // Forgets positions from `length` on (e.g. to rerun a prompt).
-  void Truncate(int64_t length) { length_ = length < length_ ? length : length_; }
 
  private:
   int64_t row_size_;

@@ -36,13 +36,6 @@ void AttendOne(const AttentionShape& shape, const AttentionSequence& seq, int64_
 
 }  // namespace
 
-void CausalAttention(const AttentionShape& shape, const float* q, int64_t num_tokens,
-                     int64_t first_position, const float* k, const float* v, float* out,
-                     ThreadPool& pool) {
-  const AttentionSequence seq{q, num_tokens, first_position, k, v, out};
-  CausalAttentionBatch(shape, std::span<const AttentionSequence>(&seq, 1), pool);
-}
-
 void CausalAttentionBatch(const AttentionShape& shape, std::span<const AttentionSequence> sequences,
                           ThreadPool& pool) {
   // Item i covers (sequence s, token t, head h); first_item[s] starts sequence s.

@@ -1,5 +1,5 @@
-// Reference causal attention of one sequence's new tokens over its KV, f32.
-// Parallel over (token, head) on the given pool.
+// Reference causal attention of a batch of sequences' new tokens over their
+// KV, f32. Parallel over (sequence, token, head) on the given pool.
 #pragma once
 
 #include <cstdint>
@@ -16,16 +16,8 @@ struct AttentionShape {
   float scale = 0.0f;    // usually 1 / sqrt(head_dim)
 };
 
-// q:   [num_tokens, num_heads, head_dim]
-// k,v: [num_positions, num_kv_heads, head_dim], positions 0.. of the sequence
-// out: [num_tokens, num_heads, head_dim]
-// Token t is at position first_position + t and attends to positions
-// [0, first_position + t].
-void CausalAttention(const AttentionShape& shape, const float* q, int64_t num_tokens,
-                     int64_t first_position, const float* k, const float* v, float* out,
-                     ThreadPool& pool);
-
-// One sequence's part of a batched attention call (shapes as above).
+// One sequence's part of a batched attention call. Token t sits at position
+// first_position + t and attends to positions [0, first_position + t].
 struct AttentionSequence {
   const float* q = nullptr;  // [num_tokens, num_heads, head_dim]
   int64_t num_tokens = 0;

@@ -17,7 +17,6 @@ class RopeTable {
   RopeTable() = default;
   explicit RopeTable(std::vector<float> inv_freq) : inv_freq_(std::move(inv_freq)) {}
   int64_t num_pairs() const { return static_cast<int64_t>(inv_freq_.size()); }
-  const std::vector<float>& inv_freq() const { return inv_freq_; }
   // cos_out/sin_out: [num_pairs]
   void Compute(int64_t position, float* cos_out, float* sin_out) const;
 
