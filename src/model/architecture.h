@@ -53,6 +53,9 @@ class Architecture {
     ForwardBatch(std::span<const BatchEntry>(&entry, 1), logits, pool);
   }
   virtual const ModelConfig& config() const = 0;
+  // Tokens routed to each expert since load, per MoE layer ([layer][expert];
+  // empty for dense models). For load balancing and metrics.
+  virtual std::vector<std::vector<int64_t>> ExpertLoad() const { return {}; }
 };
 
 // What distinguishes one llama-family architecture from another.

@@ -42,6 +42,14 @@ class Decoder : public Architecture {
 
   const ModelConfig& config() const override { return config_; }
 
+  std::vector<std::vector<int64_t>> ExpertLoad() const override {
+    std::vector<std::vector<int64_t>> load;
+    for (const LayerWeights& l : layers_) {
+      if (l.is_moe) load.push_back(l.moe.tokens_per_expert());
+    }
+    return load;
+  }
+
   Status Load(const WeightSource& w, const LoadOptions& options) override {
     const ModelConfig& c = config_;
     // Binds a matrix for the chosen weight format (reference or packed).

@@ -65,5 +65,29 @@ TEST(BatchTest, BatchedStepEqualsSequencesAlone) {
   }
 }
 
+// Every token of a step is routed to exactly top-k experts in every MoE layer.
+TEST(ExpertLoadTest, CountsEveryRoutedToken) {
+  auto model = LoadModel(testing::FixturePath("models/qwen3_moe/model-f32.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  Architecture& arch = *(*model)->arch;
+  const ModelConfig& c = arch.config();
+  ThreadPool pool(2);
+  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7};
+  std::vector<float> logits(c.vocab_size);
+  arch.Forward(SequenceStep{tokens, false}, kv, logits.data(), pool);
+  const auto load = arch.ExpertLoad();
+  ASSERT_EQ(load.size(), static_cast<size_t>(c.num_layers));
+  for (const auto& layer : load) {
+    ASSERT_EQ(layer.size(), static_cast<size_t>(c.num_experts));
+    int64_t total = 0;
+    for (int64_t count : layer) total += count;
+    EXPECT_EQ(total, static_cast<int64_t>(tokens.size()) * c.num_experts_per_token);
+  }
+  auto dense = LoadModel(testing::FixturePath("models/llama/model-f32.gguf"));
+  ASSERT_TRUE(dense.ok());
+  EXPECT_TRUE((*dense)->arch->ExpertLoad().empty());
+}
+
 }  // namespace
 }  // namespace tetra
