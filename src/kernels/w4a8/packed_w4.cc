@@ -49,10 +49,17 @@ void ScatterRow(const RowCodes& codes, int64_t r, PackedW4* w) {
     uint8_t* group = w->data.data() + static_cast<size_t>(tile) * w->tile_bytes +
                      static_cast<size_t>(g) * w->group_bytes;
     const uint8_t* q = codes.q.data() + g * w->group_size;
-    for (int c = 0; c < w->group_size; ++c) {
-      bool is_high;
-      uint8_t& byte = group[NibbleByte(c, row, &is_high)];
-      byte = static_cast<uint8_t>(is_high ? ((byte & 0x0F) | (q[c] << 4)) : ((byte & 0xF0) | q[c]));
+    // Each byte holds inputs c (low nibble) and c + 16 (high) of one sub-block
+    // (see NibbleByte): written whole, once.
+    for (int sub_block = 0; sub_block < w->group_size / PackedW4::kSubBlockInputs; ++sub_block) {
+      const uint8_t* sq = q + sub_block * PackedW4::kSubBlockInputs;
+      uint8_t* dst = group + static_cast<size_t>(sub_block) * 256 + static_cast<size_t>(row) * 4;
+      for (int chunk = 0; chunk < 4; ++chunk) {
+        for (int i = 0; i < 4; ++i) {
+          const int c = chunk * 4 + i;
+          dst[chunk * 64 + i] = static_cast<uint8_t>(sq[c] | (sq[c + 16] << 4));
+        }
+      }
     }
     std::memcpy(group + w->scales_offset() + row * sizeof(float), &codes.scales[g], sizeof(float));
     std::memcpy(group + w->mins_offset() + row * sizeof(float), &codes.mins[g], sizeof(float));
