@@ -195,21 +195,7 @@ TEST_P(HfNormalizedTokenizerTest, MatchesHfTokenizers) {
   int passed = 0, total = 0;
   auto check = [&](bool ok) { ++total; passed += ok; return ok; };
   for (const auto& item : expected["cases"]) {
-    const std::string text = item["text"];
-    const auto plain = item["ids_plain"].get<std::vector<int32_t>>();
-    const auto special = item["ids_special"].get<std::vector<int32_t>>();
-    EXPECT_TRUE(check(tok.Encode(text, false, false) == plain))
-        << "plain '" << text << "'\n expected " << ::testing::PrintToString(plain) << "\n got      "
-        << ::testing::PrintToString(tok.Encode(text, false, false));
-    EXPECT_TRUE(check(tok.Encode(text, true, true) == special))
-        << "special '" << text << "'\n expected " << ::testing::PrintToString(special) << "\n got      "
-        << ::testing::PrintToString(tok.Encode(text, true, true));
-    EXPECT_TRUE(check(tok.Decode(special, false) == item["decode_special_keep"].get<std::string>()))
-        << "decode keep '" << text << "' got '" << tok.Decode(special, false) << "'";
-    EXPECT_TRUE(check(tok.Decode(special, true) == item["decode_special_skip"].get<std::string>()))
-        << "decode skip '" << text << "' got '" << tok.Decode(special, true) << "'";
-    EXPECT_TRUE(check(tok.Decode(plain, false) == item["decode_plain"].get<std::string>()))
-        << "decode plain '" << text << "' got '" << tok.Decode(plain, false) << "'";
+    testing::CheckRecordedCase(tok, item, check);
   }
   EXPECT_GT(total, 100);
   std::printf("[ normalizer ] %-16s hf   %4d / %4d checks pass\n", family.c_str(), passed, total);

@@ -2,6 +2,8 @@
 // llama.cpp-style .inp/.out test vectors from the shared test data.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -30,6 +32,27 @@ inline StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const std::string&
   TETRA_ASSIGN_OR_RETURN(ParsedGguf gguf,
                          ParseGguf(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path));
   return Tokenizer::FromGguf(gguf.metadata);
+}
+
+// One case recorded from the `tokenizers` library: ids with and without
+// special-token parsing and three decodes; check(bool) counts each result.
+template <typename Check>
+void CheckRecordedCase(const Tokenizer& tok, const nlohmann::json& item, Check check) {
+  const std::string text = item["text"];
+    const auto plain = item["ids_plain"].get<std::vector<int32_t>>();
+    const auto special = item["ids_special"].get<std::vector<int32_t>>();
+    EXPECT_TRUE(check(tok.Encode(text, false, false) == plain))
+        << "plain '" << text << "'\n expected " << ::testing::PrintToString(plain) << "\n got      "
+        << ::testing::PrintToString(tok.Encode(text, false, false));
+    EXPECT_TRUE(check(tok.Encode(text, true, true) == special))
+        << "special '" << text << "'\n expected " << ::testing::PrintToString(special) << "\n got      "
+        << ::testing::PrintToString(tok.Encode(text, true, true));
+    EXPECT_TRUE(check(tok.Decode(special, false) == item["decode_special_keep"].get<std::string>()))
+        << "decode keep '" << text << "' got '" << tok.Decode(special, false) << "'";
+    EXPECT_TRUE(check(tok.Decode(special, true) == item["decode_special_skip"].get<std::string>()))
+        << "decode skip '" << text << "' got '" << tok.Decode(special, true) << "'";
+    EXPECT_TRUE(check(tok.Decode(plain, false) == item["decode_plain"].get<std::string>()))
+        << "decode plain '" << text << "' got '" << tok.Decode(plain, false) << "'";
 }
 
 inline std::vector<int32_t> ParseIds(const std::string& line) {
