@@ -27,20 +27,6 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Touches every page of the mapped weights once so that no repetition pays
-// for page faults (MoE warm-up alone would leave unrouted experts cold).
-size_t PrefaultWeights(const ModelFiles& files) {
-  constexpr size_t kPage = 4096;
-  size_t total = 0;
-  volatile uint8_t sink = 0;
-  for (const std::string& name : files.weights.Names()) {
-    const WeightTensor* t = files.weights.Find(name);
-    for (size_t offset = 0; offset < t->num_bytes; offset += kPage) sink = sink + t->data[offset];
-    total += t->num_bytes;
-  }
-  return total;
-}
-
 std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int64_t count, int64_t vocab_size) {
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab_size - 1));
   std::vector<int32_t> tokens(count);
@@ -171,22 +157,14 @@ int RunBench(const BenchFlags& f) {
   if (Status s = ValidateBenchFlags(f); !s.ok()) return Fail(s.message());
   const std::string path = f.model.empty() ? DefaultModelPath() : f.model;
   ThreadPool pool(f.threads);
-  LoadOptions options;
-  options.weights = ParseWeightFormat(f.weights).value_or(WeightFormat::kReference);  // checked by CLI11
-  options.pool = &pool;
-  auto loaded = LoadModel(path, options);
-  if (!loaded.ok()) {
-    if (f.model.empty()) {
-      return Fail(loaded.status().message() +
-                  " (this is the default model: install it with scripts/install-default-model.sh, or pass -m MODEL)");
-    }
-    return Fail(loaded.status().message());
-  }
+  auto loaded = LoadForCommand(f.model, f.weights, &pool);  // pages the weights in: no repetition pays faults
+  if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   const ModelConfig& c = model.config();
   if (Status s = ValidateBenchForModel(f, c); !s.ok()) return Fail(fmt::format("{}: {}", path, s.message()));
 
-  const size_t weight_bytes = PrefaultWeights(*model.files);
+  size_t weight_bytes = 0;
+  for (const std::string& name : model.files->weights.Names()) weight_bytes += model.files->weights.Find(name)->num_bytes;
   const BenchResult result = MeasureModelSpeed(model, f, pool);
   const Spread prefill = MeanAndStddev(result.prefill_tok_s);
   const Spread decode = MeanAndStddev(result.decode_tok_s);

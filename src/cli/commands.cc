@@ -29,11 +29,10 @@ std::string ResolveModel(const std::string& flag) {
   return flag.empty() ? DefaultModelPath() : flag;
 }
 
-// Reads every page of the mapped weights once, drawing a progress line on a
-// terminal, so that the first token does not pay for page faults. Off a
-// terminal the pages are left to fault in lazily.
-void PrefaultWithProgress(const ModelFiles& files) {
-  if (!isatty(STDERR_FILENO)) return;
+}  // namespace
+
+size_t PrefaultWeights(const ModelFiles& files) {
+  const bool show_progress = isatty(STDERR_FILENO);
   std::vector<const WeightTensor*> tensors;
   size_t total = 0;
   for (const std::string& name : files.weights.Names()) {
@@ -49,38 +48,37 @@ void PrefaultWithProgress(const ModelFiles& files) {
     for (size_t offset = 0; offset < t->num_bytes; offset += kPage) sink = sink + t->data[offset];
     done += t->num_bytes;
     const int percent = total ? static_cast<int>(100 * done / total) : 100;
-    if (percent != last_percent) {
+    if (show_progress && percent != last_percent) {
       std::fprintf(stderr, "\rloading %s: %3d%% (%zu / %zu MB)", files.path.c_str(), percent, done >> 20, total >> 20);
       last_percent = percent;
     }
   }
-  std::fprintf(stderr, "\r\033[K");
+  if (show_progress) std::fprintf(stderr, "\r\033[K");
+  return total;
 }
 
-LoadOptions MakeLoadOptions(const std::string& weights, ThreadPool& pool) {
+StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const std::string& weights,
+                                                ThreadPool* pool) {
+  const std::string path = ResolveModel(model_flag);
   LoadOptions options;
   options.weights = ParseWeightFormat(weights).value_or(WeightFormat::kReference);  // validated by CLI11
-  options.pool = &pool;
-  return options;
-}
-
-StatusOr<std::unique_ptr<Model>> LoadWithTiming(const std::string& path, const LoadOptions& options) {
+  options.pool = pool;
   const auto start = std::chrono::steady_clock::now();
   auto model = LoadModel(path, options);
-  if (model.ok()) {
-    PrefaultWithProgress(*(*model)->files);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    TETRA_LOG_INFO("loaded {} ({}, {} weights) in {:.0f} ms", path, (*model)->spec->name,
-                   WeightFormatName(options.weights), ms);
-  } else if (path == DefaultModelPath()) {
-    return Status::Errorf(
-        "{} (this is the default model: install it with scripts/install-default-model.sh, or pass -m MODEL)",
-        model.status().message());
+  if (!model.ok()) {
+    if (model_flag.empty()) {
+      return Status::Errorf(
+          "{} (this is the default model: install it with scripts/install-default-model.sh, or pass -m MODEL)",
+          model.status().message());
+    }
+    return model;
   }
+  PrefaultWeights(*(*model)->files);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  TETRA_LOG_INFO("loaded {} ({}, {} weights) in {:.0f} ms", path, (*model)->spec->name,
+                 WeightFormatName(options.weights), ms);
   return model;
 }
-
-}  // namespace
 
 void AddWeightsOption(CLI::App* cmd, std::string& weights) {
   cmd->add_option("--weights", weights,
@@ -110,7 +108,7 @@ void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
 
 int RunGenerate(const GenerateFlags& f) {
   ThreadPool pool(f.threads);
-  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights, pool));
+  auto loaded = LoadForCommand(f.model, f.weights, &pool);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
 
@@ -172,7 +170,7 @@ void AddInfoCommand(CLI::App& app, InfoFlags& f) {
 }
 
 int RunInfo(const InfoFlags& f) {
-  auto loaded = LoadWithTiming(ResolveModel(f.model), LoadOptions{});
+  auto loaded = LoadForCommand(f.model, "reference", nullptr);
   if (!loaded.ok()) return Fail(loaded.status().message());
   const Model& model = **loaded;
   const ModelConfig& c = model.config();
@@ -264,7 +262,7 @@ int RunPerplexity(const PerplexityFlags& f) {
   auto text = ReadFileToString(f.file);
   if (!text.ok()) return Fail(text.status().message());
   ThreadPool pool(f.threads);
-  auto loaded = LoadWithTiming(ResolveModel(f.model), MakeLoadOptions(f.weights, pool));
+  auto loaded = LoadForCommand(f.model, f.weights, &pool);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   const std::vector<int32_t> tokens = model.tokenizer->Encode(*text, /*add_special=*/true, /*parse_special=*/false);
@@ -272,7 +270,7 @@ int RunPerplexity(const PerplexityFlags& f) {
   options.context = f.context;
   options.score_second_half = !f.all_tokens;
   if (f.kl_vs_reference) {
-    auto reference = LoadWithTiming(ResolveModel(f.model), LoadOptions{});
+    auto reference = LoadForCommand(f.model, "reference", &pool);
     if (!reference.ok()) return Fail(reference.status().message());
     auto comparison = CompareWithReference(**reference, model, tokens, options, pool);
     if (!comparison.ok()) return Fail(fmt::format("{}: {}", f.file, comparison.status().message()));

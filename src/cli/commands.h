@@ -6,9 +6,23 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "base/thread_pool.h"
+#include "model/model.h"
+
 namespace tetra::cli {
+
+// Loads MODEL (the default model when the flag is empty) with the given
+// --weights value, packing on `pool` (may be null), and pages the mapped
+// weights in (a progress line on a terminal). Errors name the file; for the
+// default model they say how to install it.
+StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const std::string& weights,
+                                                ThreadPool* pool);
+
+// Touches every page of the mapped weights once; returns their bytes.
+size_t PrefaultWeights(const ModelFiles& files);
 
 // Adds --weights to a subcommand.
 void AddWeightsOption(CLI::App* cmd, std::string& weights);
