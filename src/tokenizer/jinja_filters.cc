@@ -69,6 +69,20 @@ Value SortKey(const Value& value, bool case_sensitive) {
   return value;
 }
 
+// The sort key of every item: the item itself or its `attribute` path.
+StatusOr<std::vector<Value>> SortKeys(const ValueList& items, const std::optional<Value>& attribute,
+                                      bool case_sensitive, const ValueLimits& limits) {
+  std::vector<Value> keys;
+  for (const auto& item : items) {
+    Value key = item;
+    if (attribute && !attribute->is_none()) {
+      TETRA_ASSIGN_OR_RETURN(key, LookupPath(item, *attribute, limits));
+    }
+    keys.push_back(SortKey(key, case_sensitive));
+  }
+  return keys;
+}
+
 StatusOr<Value> Length(const Value& input) {
   switch (input.kind()) {
     case ValueKind::kUndefined: return Value::Int(0);
@@ -288,14 +302,7 @@ StatusOr<Value> Sort(const Value& input, const CallArgs& args, const ValueLimits
   const bool reverse = ArgumentBool(args, 0, "reverse", false);
   const bool case_sensitive = ArgumentBool(args, 1, "case_sensitive", false);
   const auto attribute = Argument(args, 2, "attribute");
-  std::vector<Value> keys;
-  for (const auto& item : items) {
-    Value key = item;
-    if (attribute && !attribute->is_none()) {
-      TETRA_ASSIGN_OR_RETURN(key, LookupPath(item, *attribute, limits));
-    }
-    keys.push_back(SortKey(key, case_sensitive));
-  }
+  TETRA_ASSIGN_OR_RETURN(std::vector<Value> keys, SortKeys(items, attribute, case_sensitive, limits));
   TETRA_RETURN_IF_ERROR(SortValues(items, keys, reverse));
   return Value::List(std::move(items));
 }
@@ -320,17 +327,13 @@ StatusOr<Value> Unique(const Value& input, const CallArgs& args, const ValueLimi
   TETRA_ASSIGN_OR_RETURN(auto items, IterateValue(input));
   const bool case_sensitive = ArgumentBool(args, 0, "case_sensitive", false);
   const auto attribute = Argument(args, 1, "attribute");
+  TETRA_ASSIGN_OR_RETURN(std::vector<Value> keys, SortKeys(items, attribute, case_sensitive, limits));
   ValueList unique;
   std::vector<Value> seen;
-  for (const auto& item : items) {
-    Value key = item;
-    if (attribute && !attribute->is_none()) {
-      TETRA_ASSIGN_OR_RETURN(key, LookupPath(item, *attribute, limits));
-    }
-    key = SortKey(key, case_sensitive);
-    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return s.Equals(key); })) {
-      seen.push_back(key);
-      unique.push_back(item);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return s.Equals(keys[i]); })) {
+      seen.push_back(keys[i]);
+      unique.push_back(items[i]);
     }
   }
   return Value::Generator(std::move(unique));
@@ -341,14 +344,7 @@ StatusOr<Value> MinMax(const Value& input, const CallArgs& args, bool want_max, 
   if (items.empty()) return Value::Undefined("No aggregated item, sequence was empty.");
   const bool case_sensitive = ArgumentBool(args, 0, "case_sensitive", false);
   const auto attribute = Argument(args, 1, "attribute");
-  std::vector<Value> keys;
-  for (const auto& item : items) {
-    Value key = item;
-    if (attribute && !attribute->is_none()) {
-      TETRA_ASSIGN_OR_RETURN(key, LookupPath(item, *attribute, limits));
-    }
-    keys.push_back(SortKey(key, case_sensitive));
-  }
+  TETRA_ASSIGN_OR_RETURN(std::vector<Value> keys, SortKeys(items, attribute, case_sensitive, limits));
   size_t best = 0;
   for (size_t i = 1; i < items.size(); ++i) {
     TETRA_ASSIGN_OR_RETURN(bool better, want_max ? Value::Less(keys[best], keys[i]) : Value::Less(keys[i], keys[best]));
