@@ -137,12 +137,8 @@ int RunGenerate(const GenerateFlags& f) {
   options.sampling.top_k = f.top_k;
   options.sampling.top_p = f.top_p;
   options.sampling.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
-  // Refuse what cannot fit before echoing anything.
-  const int64_t context = model.config().max_position;
-  if (static_cast<int64_t>(prompt.size()) + f.max_new_tokens > context) {
-    return Fail(fmt::format("prompt of {} tokens plus {} new tokens exceeds the model's context of {}",
-                            prompt.size(), f.max_new_tokens, context));
-  }
+  // Refuse what cannot run before echoing anything.
+  if (Status s = CheckRequest(model.config(), prompt, f.max_new_tokens); !s.ok()) return Fail(s.message());
   if (!f.chat) {
     std::fputs(f.prompt.c_str(), stdout);
     std::fflush(stdout);

@@ -19,19 +19,24 @@ std::vector<float> ForwardAllLogits(Model& model, std::span<const int32_t> token
   return logits;
 }
 
-StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
-                                  const GenerateOptions& options, ThreadPool& pool,
-                                  const std::function<void(std::string_view)>& on_text) {
-  const ModelConfig& c = model.config();
+Status CheckRequest(const ModelConfig& c, std::span<const int32_t> prompt, int max_new_tokens) {
   if (prompt.empty()) return Status::Error("the prompt is empty: nothing to continue");
   for (int32_t id : prompt) {
     if (id < 0 || id >= c.vocab_size) return Status::Errorf("token id {} is outside the vocabulary of {}", id, c.vocab_size);
   }
-  const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
+  const int64_t total = static_cast<int64_t>(prompt.size()) + max_new_tokens;
   if (total > c.max_position) {
     return Status::Errorf("prompt of {} tokens plus {} new tokens exceeds the model's context of {}",
-                          prompt.size(), options.max_new_tokens, c.max_position);
+                          prompt.size(), max_new_tokens, c.max_position);
   }
+  return Status::Ok();
+}
+
+StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
+                                  const GenerateOptions& options, ThreadPool& pool,
+                                  const std::function<void(std::string_view)>& on_text) {
+  const ModelConfig& c = model.config();
+  TETRA_RETURN_IF_ERROR(CheckRequest(c, prompt, options.max_new_tokens));
   GenerateResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);

@@ -30,6 +30,10 @@ struct GenerateResult {
   bool stopped_at_eos = false;
 };
 
+// Error when the prompt is empty, holds an id outside the vocabulary, or does
+// not leave room for max_new_tokens in the model's context.
+Status CheckRequest(const ModelConfig& config, std::span<const int32_t> prompt, int max_new_tokens);
+
 // on_text receives each complete piece of text as it is produced (never half
 // a UTF-8 character); may be empty.
 StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,

@@ -8,12 +8,21 @@
 
 namespace tetra {
 
-double NegativeLogLikelihood(const float* logits, int64_t vocab, int32_t next) {
+namespace {
+
+// log Σ exp(logits[i]), in double.
+double LogSumExp(const float* logits, int64_t vocab) {
   double max_logit = logits[0];
   for (int64_t i = 1; i < vocab; ++i) max_logit = std::max<double>(max_logit, logits[i]);
   double sum = 0.0;
   for (int64_t i = 0; i < vocab; ++i) sum += std::exp(logits[i] - max_logit);
-  return std::log(sum) + max_logit - logits[next];
+  return max_logit + std::log(sum);
+}
+
+}  // namespace
+
+double NegativeLogLikelihood(const float* logits, int64_t vocab, int32_t next) {
+  return LogSumExp(logits, vocab) - logits[next];
 }
 
 namespace {
@@ -70,15 +79,8 @@ int64_t ForEachScoredPosition(std::span<const int32_t> tokens, const PerplexityO
 }  // namespace
 
 double KlDivergence(const float* p_logits, const float* q_logits, int64_t vocab) {
-  auto log_normalizer = [vocab](const float* logits) {
-    double max_logit = logits[0];
-    for (int64_t i = 1; i < vocab; ++i) max_logit = std::max<double>(max_logit, logits[i]);
-    double sum = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(logits[i] - max_logit);
-    return max_logit + std::log(sum);
-  };
-  const double p_norm = log_normalizer(p_logits);
-  const double q_norm = log_normalizer(q_logits);
+  const double p_norm = LogSumExp(p_logits, vocab);
+  const double q_norm = LogSumExp(q_logits, vocab);
   double kl = 0.0;
   for (int64_t i = 0; i < vocab; ++i) {
     const double log_p = p_logits[i] - p_norm;

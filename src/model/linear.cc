@@ -45,16 +45,9 @@ StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, co
 }
 
 void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const {
-  if (packed_ == nullptr) {
-    MatMul(view_, x, n, y, pool);
-    return;
-  }
   thread_local LinearInput buffers;  // reused across calls
-  // A named reference: inside the lambda, a thread_local name would denote
-  // each worker thread's own (unprepared) instance.
-  LinearInput& input = buffers;
-  Prepare(x, n, &input);
-  pool.ParallelFor(rows(), 64, [&](int64_t begin, int64_t end) { ApplyRows(input, begin, end, y, rows()); });
+  const LinearTarget target[] = {{this, y, rows()}};
+  ApplyShared(target, x, n, &buffers, pool);
 }
 
 void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
