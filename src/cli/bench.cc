@@ -12,6 +12,7 @@
 
 #include <stdlib.h>  // getloadavg
 
+#include "base/check.h"
 #include "base/cpu_features.h"
 #include "cli/commands.h"
 
@@ -34,11 +35,11 @@ std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int64_t count, int64_t v
   return tokens;
 }
 
-KvCache NewCache(const ModelConfig& c) { return KvCache(c.num_layers, c.num_kv_heads, c.head_dim); }
-
 // Seconds to prefill `prompt` into an empty cache, as one Forward call.
 double TimePrefill(Model& model, std::span<const int32_t> prompt, ThreadPool& pool, std::vector<float>& logits) {
-  KvCache kv = NewCache(model.config());
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(prompt.size()));
+  KvCache kv(*kv_pool);
+  TETRA_CHECK(kv.Reserve(static_cast<int64_t>(prompt.size())).ok());
   const auto start = std::chrono::steady_clock::now();
   model.arch->Forward(SequenceStep{prompt, false}, kv, logits.data(), pool);
   return SecondsSince(start);
@@ -49,10 +50,12 @@ double TimePrefill(Model& model, std::span<const int32_t> prompt, ThreadPool& po
 double TimeDecode(Model& model, const BenchFlags& flags, int steps, std::mt19937_64& rng, ThreadPool& pool,
                   std::vector<float>& logits) {
   const ModelConfig& c = model.config();
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, flags.batch, static_cast<int64_t>(flags.depth) + steps);
   std::vector<KvCache> caches;
   caches.reserve(flags.batch);
   for (int b = 0; b < flags.batch; ++b) {
-    caches.push_back(NewCache(c));
+    caches.emplace_back(*kv_pool);
+    TETRA_CHECK(caches.back().Reserve(static_cast<int64_t>(flags.depth) + steps).ok());
     if (flags.depth > 0) {
       const std::vector<int32_t> context = RandomTokens(rng, flags.depth, c.vocab_size);
       model.arch->Forward(SequenceStep{context, false}, caches.back(), logits.data(), pool);
@@ -101,7 +104,7 @@ void AddBenchCommand(CLI::App& app, BenchFlags& f) {
   cmd->add_option("-d,--depth", f.depth, "Decode: tokens already in each sequence's KV cache (default 0)");
   cmd->add_option("-r,--repetitions", f.repetitions, "Repetitions; reports mean ± stddev (default 3)");
   cmd->add_option("--seed", f.seed, "Seed of the synthetic token ids (default 1234)");
-  AddWeightsOption(cmd, f.weights);
+  AddPrecisionOptions(cmd, f.precision);
   cmd->add_flag("--json", f.json, "Print one JSON object instead of a table");
 }
 
@@ -157,7 +160,7 @@ int RunBench(const BenchFlags& f) {
   if (Status s = ValidateBenchFlags(f); !s.ok()) return Fail(s.message());
   const std::string path = f.model.empty() ? DefaultModelPath() : f.model;
   ThreadPool pool(f.threads);
-  auto loaded = LoadForCommand(f.model, f.weights, &pool);  // pages the weights in: no repetition pays faults
+  auto loaded = LoadForCommand(f.model, f.precision, &pool);  // pages the weights in: no repetition pays faults
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   const ModelConfig& c = model.config();
@@ -183,7 +186,8 @@ int RunBench(const BenchFlags& f) {
         {"params_total", params.total},
         {"params_active_per_token", params.active_per_token},
         {"threads", pool.num_threads()},
-        {"weights", f.weights},
+        {"weights", f.precision.weights},
+        {"kv_cache", KvCacheName(f.precision)},
         {"cpu_features", cpu},
         {"p", f.prompt_tokens},
         {"n", f.decode_tokens},

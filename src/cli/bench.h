@@ -23,6 +23,7 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "cli/commands.h"
 #include "model/model.h"
 
 namespace tetra::cli {
@@ -37,7 +38,7 @@ struct BenchFlags {
   int repetitions = 3;         // -r
   uint64_t seed = 1234;        // --seed, for the synthetic token ids
   bool json = false;           // --json: one JSON object on stdout
-  std::string weights = "reference";  // --weights reference|w4a8
+  PrecisionFlags precision;  // --weights, --kv-cache, --kv-block
 };
 void AddBenchCommand(CLI::App& app, BenchFlags& flags);
 int RunBench(const BenchFlags& flags);

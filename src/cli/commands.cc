@@ -57,12 +57,19 @@ size_t PrefaultWeights(const ModelFiles& files) {
   return total;
 }
 
-StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const std::string& weights,
+std::string KvCacheName(const PrecisionFlags& flags) {
+  if (!flags.kv_cache.empty()) return flags.kv_cache;
+  return flags.weights == "reference" ? "f32" : "fp8";
+}
+
+StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const PrecisionFlags& precision,
                                                 ThreadPool* pool) {
   const std::string path = ResolveModel(model_flag);
   LoadOptions options;
-  options.weights = ParseWeightFormat(weights).value_or(WeightFormat::kReference);  // validated by CLI11
+  options.weights = ParseWeightFormat(precision.weights).value_or(WeightFormat::kReference);  // validated by CLI11
   options.pool = pool;
+  TETRA_ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtype(KvCacheName(precision)));
+  options.kv_block_tokens = precision.kv_block_tokens;
   const auto start = std::chrono::steady_clock::now();
   auto model = LoadModel(path, options);
   if (!model.ok()) {
@@ -75,15 +82,21 @@ StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, c
   }
   PrefaultWeights(*(*model)->files);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  TETRA_LOG_INFO("loaded {} ({}, {} weights) in {:.0f} ms", path, (*model)->spec->name,
-                 WeightFormatName(options.weights), ms);
+  TETRA_LOG_INFO("loaded {} ({}, {} weights, {} KV cache) in {:.0f} ms", path, (*model)->spec->name,
+                 WeightFormatName(options.weights), KvDtypeName((*model)->kv_cache.dtype), ms);
   return model;
 }
 
-void AddWeightsOption(CLI::App* cmd, std::string& weights) {
-  cmd->add_option("--weights", weights,
+void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags) {
+  cmd->add_option("--weights", flags.weights,
                   "Linear layers: reference (f32 on the stored weights) or w4a8 (4-bit weights, int8 activations)")
       ->check(CLI::IsMember({"reference", "w4a8"}));
+  cmd->add_option("--kv-cache", flags.kv_cache,
+                  "KV cache storage: fp8 (E4M3, a scale per block per KV head), bf16 or f32 "
+                  "(default: f32 with reference weights, fp8 with w4a8)")
+      ->check(CLI::IsMember({"fp8", "bf16", "f32"}));
+  cmd->add_option("--kv-block", flags.kv_block_tokens, "KV cache block size in tokens, and FP8 scale group (default 64)")
+      ->check(CLI::Range(1, 4096));
 }
 
 std::string DefaultModelPath() {
@@ -103,12 +116,12 @@ void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
   cmd->add_option("--seed", f.seed, "Random seed (default: random)")->check(CLI::Range(int64_t{-1}, INT64_MAX));
   cmd->add_flag("--chat", f.chat, "Apply the model's chat template to the prompt as a user message");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
-  AddWeightsOption(cmd, f.weights);
+  AddPrecisionOptions(cmd, f.precision);
 }
 
 int RunGenerate(const GenerateFlags& f) {
   ThreadPool pool(f.threads);
-  auto loaded = LoadForCommand(f.model, f.weights, &pool);
+  auto loaded = LoadForCommand(f.model, f.precision, &pool);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
 
@@ -166,7 +179,7 @@ void AddInfoCommand(CLI::App& app, InfoFlags& f) {
 }
 
 int RunInfo(const InfoFlags& f) {
-  auto loaded = LoadForCommand(f.model, "reference", nullptr);
+  auto loaded = LoadForCommand(f.model, PrecisionFlags{}, nullptr);
   if (!loaded.ok()) return Fail(loaded.status().message());
   const Model& model = **loaded;
   const ModelConfig& c = model.config();
@@ -249,7 +262,7 @@ void AddPerplexityCommand(CLI::App& app, PerplexityFlags& f) {
   cmd->add_option("-c,--ctx", f.context, "Tokens per window")->check(CLI::Range(int64_t{2}, int64_t{1} << 24));
   cmd->add_flag("--all-tokens", f.all_tokens, "Score every token of a window, not only its second half");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
-  AddWeightsOption(cmd, f.weights);
+  AddPrecisionOptions(cmd, f.precision);
   cmd->add_flag("--kl-vs-reference", f.kl_vs_reference,
                 "Also run the reference weights on the same windows; print the mean KL divergence");
 }
@@ -258,7 +271,7 @@ int RunPerplexity(const PerplexityFlags& f) {
   auto text = ReadFileToString(f.file);
   if (!text.ok()) return Fail(text.status().message());
   ThreadPool pool(f.threads);
-  auto loaded = LoadForCommand(f.model, f.weights, &pool);
+  auto loaded = LoadForCommand(f.model, f.precision, &pool);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Model& model = **loaded;
   const std::vector<int32_t> tokens = model.tokenizer->Encode(*text, /*add_special=*/true, /*parse_special=*/false);
@@ -266,18 +279,19 @@ int RunPerplexity(const PerplexityFlags& f) {
   options.context = f.context;
   options.score_second_half = !f.all_tokens;
   if (f.kl_vs_reference) {
-    auto reference = LoadForCommand(f.model, "reference", &pool);
+    auto reference = LoadForCommand(f.model, PrecisionFlags{}, &pool);
     if (!reference.ok()) return Fail(reference.status().message());
     auto comparison = CompareWithReference(**reference, model, tokens, options, pool);
     if (!comparison.ok()) return Fail(fmt::format("{}: {}", f.file, comparison.status().message()));
     const ComparisonResult& r = *comparison;
     fmt::print("reference:  perplexity {:.4f} (mean NLL {:.5f} ± {:.5f})\n", r.reference.perplexity,
                r.reference.mean_nll, r.reference.nll_standard_error);
-    fmt::print("{:<11} perplexity {:.4f} (mean NLL {:.5f} ± {:.5f}), {:+.3f}% vs reference\n", f.weights + ":",
+    const std::string candidate = fmt::format("{}+{}-kv", f.precision.weights, KvCacheName(f.precision));
+    fmt::print("{:<11} perplexity {:.4f} (mean NLL {:.5f} ± {:.5f}), {:+.3f}% vs reference\n", candidate + ":",
                r.candidate.perplexity, r.candidate.mean_nll, r.candidate.nll_standard_error,
                100.0 * (r.candidate.perplexity / r.reference.perplexity - 1.0));
     fmt::print("KL(reference || {}): mean {:.5f} nats, max {:.4f}; same top-1 token {:.2f}% ({} tokens, {} windows of {})\n",
-               f.weights, r.mean_kl, r.max_kl, 100.0 * r.top1_agreement, r.reference.num_scored,
+               candidate, r.mean_kl, r.max_kl, 100.0 * r.top1_agreement, r.reference.num_scored,
                r.reference.num_windows, f.context);
     return 0;
   }

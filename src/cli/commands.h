@@ -14,18 +14,26 @@
 
 namespace tetra::cli {
 
-// Loads MODEL (the default model when the flag is empty) with the given
-// --weights value, packing on `pool` (may be null), and pages the mapped
-// weights in (a progress line on a terminal). Errors name the file; for the
-// default model they say how to install it.
-StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const std::string& weights,
+// How a command runs the model: --weights, --kv-cache, --kv-block.
+struct PrecisionFlags {
+  std::string weights = "reference";  // reference | w4a8
+  std::string kv_cache;               // fp8 | bf16 | f32; empty: f32 for reference weights, fp8 for w4a8
+  int kv_block_tokens = 64;
+};
+// Adds the PrecisionFlags options to a subcommand.
+void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags);
+// The KV cache type the flags resolve to ("fp8", "bf16", "f32").
+std::string KvCacheName(const PrecisionFlags& flags);
+
+// Loads MODEL (the default model when the flag is empty) as the precision
+// flags say, packing on `pool` (may be null), and pages the mapped weights in
+// (a progress line on a terminal). Errors name the file; for the default
+// model they say how to install it.
+StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, const PrecisionFlags& precision,
                                                 ThreadPool* pool);
 
 // Touches every page of the mapped weights once; returns their bytes.
 size_t PrefaultWeights(const ModelFiles& files);
-
-// Adds --weights to a subcommand.
-void AddWeightsOption(CLI::App* cmd, std::string& weights);
 
 // The embedded default model: $TETRA_DEFAULT_MODEL, else the file that
 // scripts/install-default-model.sh puts in ~/.cache/tetra/models/.
@@ -41,7 +49,7 @@ struct GenerateFlags {
   int64_t seed = -1;  // -1: random
   bool chat = false;
   int threads = 0;
-  std::string weights = "reference";  // reference | w4a8
+  PrecisionFlags precision;
 };
 void AddGenerateCommand(CLI::App& app, GenerateFlags& flags);
 int RunGenerate(const GenerateFlags& flags);
@@ -68,7 +76,7 @@ struct PerplexityFlags {
   int64_t context = 512;
   bool all_tokens = false;
   int threads = 0;
-  std::string weights = "reference";
+  PrecisionFlags precision;
   bool kl_vs_reference = false;
 };
 void AddPerplexityCommand(CLI::App& app, PerplexityFlags& flags);

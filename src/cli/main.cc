@@ -8,6 +8,7 @@
 #include "base/logging.h"
 #include "cli/bench.h"
 #include "cli/commands.h"
+#include "cli/quantize.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"tetra: an inference server for Mixture-of-Experts language models"};
@@ -29,6 +30,8 @@ int main(int argc, char** argv) {
   tetra::cli::AddTokenizeCommand(app, tokenize);
   tetra::cli::BenchFlags bench;
   tetra::cli::AddBenchCommand(app, bench);
+  tetra::cli::QuantizeFlags quantize;
+  tetra::cli::AddQuantizeCommand(app, quantize);
 
   try {
     app.parse(argc, argv);
@@ -43,6 +46,7 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("tokenize")) code = tetra::cli::RunTokenize(tokenize);
   if (app.got_subcommand("perplexity")) code = tetra::cli::RunPerplexity(perplexity);
   if (app.got_subcommand("bench")) code = tetra::cli::RunBench(bench);
+  if (app.got_subcommand("quantize")) code = tetra::cli::RunQuantize(quantize);
   std::fflush(stdout);
   return code;
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "base/check.h"
+
 namespace tetra {
 
 namespace {
@@ -13,7 +15,9 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 std::vector<float> ForwardAllLogits(Model& model, std::span<const int32_t> tokens, ThreadPool& pool) {
   const ModelConfig& c = model.config();
-  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(tokens.size()));
+  KvCache kv(*kv_pool);
+  TETRA_CHECK(kv.Reserve(static_cast<int64_t>(tokens.size())).ok());
   std::vector<float> logits(tokens.size() * c.vocab_size);
   model.arch->Forward(SequenceStep{tokens, true}, kv, logits.data(), pool);
   return logits;
@@ -39,7 +43,10 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
   TETRA_RETURN_IF_ERROR(CheckRequest(c, prompt, options.max_new_tokens));
   GenerateResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
-  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+  // Room for the whole request up front: a sequence of its own never waits for blocks.
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+  KvCache kv(*kv_pool);
+  TETRA_RETURN_IF_ERROR(kv.Reserve(static_cast<int64_t>(prompt.size()) + options.max_new_tokens));
   std::vector<float> logits(c.vocab_size);
   Sampler sampler(options.sampling);
   StreamingDecoder decoder(*model.tokenizer, /*skip_special=*/true);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +28,10 @@ struct SequenceStep {
 struct LoadOptions {
   WeightFormat weights = WeightFormat::kReference;
   ThreadPool* pool = nullptr;  // for load-time work such as packing (serial when null)
+  // The KV cache's storage type; unset means f32 for reference weights (the
+  // exact path) and FP8 E4M3 for W4A8.
+  std::optional<KvDtype> kv_dtype;
+  int kv_block_tokens = 64;
 };
 
 // One sequence's part of a batched step.

@@ -9,7 +9,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/reference/attention.h"
+#include "base/check.h"
+#include "kernels/attention/attention.h"
 #include "kernels/reference/matmul.h"
 #include "kernels/reference/ops.h"
 #include "model/architecture.h"
@@ -156,8 +157,11 @@ class Decoder : public Architecture {
     for (size_t i = 0; i < batch.size(); ++i) {
       offset[i + 1] = offset[i] + static_cast<int64_t>(batch[i].tokens.size());
       first_position[i] = batch[i].kv->length();
-      batch[i].kv->Reserve(static_cast<int64_t>(batch[i].tokens.size()));
+      TETRA_CHECK(batch[i].kv->length() + static_cast<int64_t>(batch[i].tokens.size()) <= batch[i].kv->capacity(),
+                  "ForwardBatch entry {} has no KV blocks reserved for its tokens", i);
+      TETRA_CHECK(&batch[i].kv->pool() == &batch[0].kv->pool(), "ForwardBatch entries use different KV pools");
     }
+    const KvPool& kv_pool = batch[0].kv->pool();
     const int64_t n = offset.back();
 
     // Step scratch: members resized in place, so steady decode allocates nothing.
@@ -189,7 +193,7 @@ class Decoder : public Architecture {
     }
     const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim,
                                1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-    std::vector<AttentionSequence>& sequences = scratch_.sequences;
+    std::vector<PagedAttentionSequence>& sequences = scratch_.sequences;
     sequences.resize(batch.size());
 
     for (int layer = 0; layer < c.num_layers; ++layer) {
@@ -227,12 +231,11 @@ class Decoder : public Architecture {
       for (size_t i = 0; i < batch.size(); ++i) {
         KvCache& kv = *batch[i].kv;
         const int64_t count = offset[i + 1] - offset[i];
-        std::copy_n(&k[offset[i] * kv_size], count * kv_size, kv.keys(layer) + first_position[i] * kv_size);
-        std::copy_n(&v[offset[i] * kv_size], count * kv_size, kv.values(layer) + first_position[i] * kv_size);
-        sequences[i] = AttentionSequence{&q[offset[i] * q_size], count, first_position[i], kv.keys(layer),
-                                         kv.values(layer), &attn[offset[i] * q_size]};
+        kv.Write(layer, count, &k[offset[i] * kv_size], &v[offset[i] * kv_size]);
+        sequences[i] = PagedAttentionSequence{&q[offset[i] * q_size], count, kv.View(layer, count),
+                                              &attn[offset[i] * q_size]};
       }
-      CausalAttentionBatch(shape, sequences, pool);
+      PagedAttention(shape, kv_pool.layer(layer), sequences, pool);
       l.o.Apply(attn.data(), n, proj.data(), pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 
@@ -307,7 +310,7 @@ class Decoder : public Architecture {
   struct Scratch {
     std::vector<float> x, normed, q, k, v, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
     std::vector<int64_t> offset, first_position;
-    std::vector<AttentionSequence> sequences;
+    std::vector<PagedAttentionSequence> sequences;
   } scratch_;
 };
 

@@ -42,6 +42,10 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOp
   TETRA_ASSIGN_OR_RETURN(config, ReadModelConfig(files, *model->spec));
   model->arch = model->spec->create(config);
   TETRA_RETURN_IF_ERROR(model->arch->Load(WeightSource(files), options));
+  if (options.kv_block_tokens < 1) return Status::Errorf("KV block size must be at least 1 (got {})", options.kv_block_tokens);
+  model->kv_cache.block_tokens = options.kv_block_tokens;
+  model->kv_cache.dtype = options.kv_dtype.value_or(options.weights == WeightFormat::kReference ? KvDtype::kF32
+                                                                                                 : KvDtype::kFp8E4M3);
 
   TETRA_ASSIGN_OR_RETURN(model->tokenizer, LoadTokenizer(files));
   model->chat_template_source = ChatTemplateSource(files);
@@ -55,6 +59,12 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOp
     model->chat_template.emplace(std::move(parsed).value());
   }
   return model;
+}
+
+std::unique_ptr<KvPool> NewKvPool(const Model& model, int num_sequences, int64_t tokens_per_sequence) {
+  const ModelConfig& c = model.config();
+  const int blocks = num_sequences * KvPool::BlocksFor(tokens_per_sequence, model.kv_cache.block_tokens);
+  return std::make_unique<KvPool>(KvGeometry{c.num_layers, c.num_kv_heads, c.head_dim}, model.kv_cache, blocks);
 }
 
 ParameterCounts CountParameters(const ModelConfig& c) {

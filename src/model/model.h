@@ -22,6 +22,7 @@ struct Model {
   std::unique_ptr<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat_template;  // nullopt when the model has none
   std::string chat_template_source;
+  KvCacheOptions kv_cache;  // what NewKvPool gives this model's sequences
 
   const ModelConfig& config() const { return arch->config(); }
   // bos/eos token strings for chat templates ("" when absent).
@@ -32,6 +33,10 @@ struct Model {
 // Opens a GGUF file or HF directory and binds every tensor. Errors name the
 // file and the problem.
 StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options = {});
+
+// A KV pool for this model's caches with room for num_sequences sequences
+// of up to tokens_per_sequence positions each.
+std::unique_ptr<KvPool> NewKvPool(const Model& model, int num_sequences, int64_t tokens_per_sequence);
 
 // The tokenizer alone (works on vocab-only GGUF files).
 StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelFiles& files);

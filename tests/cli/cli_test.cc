@@ -75,7 +75,7 @@ TEST(CliTest, PerplexityRunsAndRejectsBadInput) {
   const std::string text = testing::FixturePath("models/qwen3_moe/hf/config.json");  // any text file
   RunResult r = RunTetra("perplexity -m " + model + " -f " + text + " -c 64 --weights w4a8 --kl-vs-reference");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("KL(reference || w4a8)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("KL(reference || w4a8+fp8-kv)"), std::string::npos) << r.output;
   r = RunTetra("perplexity -m " + model + " -f /nonexistent/text.txt");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(CountLines(r.output), 1) << r.output;

@@ -11,10 +11,19 @@
 namespace tetra {
 namespace {
 
-void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format) {
-  auto model = LoadModel(path, LoadOptions{format});
+// A cache with room for `tokens` positions in `pool`.
+KvCache ReservedCache(KvPool& pool, int64_t tokens) {
+  KvCache kv(pool);
+  EXPECT_TRUE(kv.Reserve(tokens).ok());
+  return kv;
+}
+
+// Blocks of 4 tokens, so that the short prompts fill (and quantize) blocks.
+void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format, KvDtype kv_dtype) {
+  auto model = LoadModel(path, LoadOptions{.weights = format, .kv_dtype = kv_dtype, .kv_block_tokens = 4});
   ASSERT_TRUE(model.ok()) << model.status().message();
   Architecture& arch = *(*model)->arch;
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(**model, 8, 16);
   const ModelConfig& c = arch.config();
   const int64_t vocab = c.vocab_size;
   ThreadPool pool(2);
@@ -24,7 +33,7 @@ void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format) {
   // Alone: prefill then one decode step per sequence.
   std::vector<std::vector<float>> alone_prefill, alone_decode;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
+    KvCache kv = ReservedCache(*kv_pool, 16);
     std::vector<float> all(prompts[i].size() * vocab), last(vocab);
     arch.Forward(SequenceStep{prompts[i], true}, kv, all.data(), pool);
     arch.Forward(SequenceStep{std::span<const int32_t>(&next[i], 1), false}, kv, last.data(), pool);
@@ -34,7 +43,7 @@ void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format) {
   // Together: one batched prefill (all logits for the first, last rows for
   // the others), then one batched decode step.
   std::vector<KvCache> caches;
-  for (size_t i = 0; i < prompts.size(); ++i) caches.emplace_back(c.num_layers, c.num_kv_heads, c.head_dim);
+  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(ReservedCache(*kv_pool, 16));
   std::vector<BatchEntry> prefill;
   for (size_t i = 0; i < prompts.size(); ++i) prefill.push_back({prompts[i], &caches[i], i == 0});
   const size_t prefill_rows = prompts[0].size() + prompts.size() - 1;
@@ -54,13 +63,16 @@ void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format) {
     compare(&batched[(prompts[0].size() + i - 1) * vocab], &alone_prefill[i][(prompts[i].size() - 1) * vocab]);
   }
   for (size_t i = 0; i < prompts.size(); ++i) compare(&batched_decode[i * vocab], alone_decode[i].data());
-  EXPECT_LE(max_diff, 1e-5) << path << " " << WeightFormatName(format);
+  EXPECT_LE(max_diff, 1e-5) << path << " " << WeightFormatName(format) << " " << KvDtypeName(kv_dtype);
 }
 
 TEST(BatchTest, BatchedStepEqualsSequencesAlone) {
   for (const char* name : {"llama", "qwen2", "qwen3_moe", "qwen2_moe"}) {
     for (WeightFormat format : {WeightFormat::kReference, WeightFormat::kW4A8}) {
-      ExpectBatchEqualsSequential(testing::FixturePath(std::string("models/") + name + "/model-f32.gguf"), format);
+      for (KvDtype kv_dtype : {KvDtype::kF32, KvDtype::kFp8E4M3}) {
+        ExpectBatchEqualsSequential(testing::FixturePath(std::string("models/") + name + "/model-f32.gguf"), format,
+                                    kv_dtype);
+      }
     }
   }
 }
@@ -72,8 +84,9 @@ TEST(ExpertLoadTest, CountsEveryRoutedToken) {
   Architecture& arch = *(*model)->arch;
   const ModelConfig& c = arch.config();
   ThreadPool pool(2);
-  KvCache kv(c.num_layers, c.num_kv_heads, c.head_dim);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7};
+  std::unique_ptr<KvPool> kv_pool = NewKvPool(**model, 1, static_cast<int64_t>(tokens.size()));
+  KvCache kv = ReservedCache(*kv_pool, static_cast<int64_t>(tokens.size()));
   std::vector<float> logits(c.vocab_size);
   arch.Forward(SequenceStep{tokens, false}, kv, logits.data(), pool);
   const auto load = arch.ExpertLoad();

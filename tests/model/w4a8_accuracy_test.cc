@@ -15,8 +15,12 @@ namespace tetra {
 namespace {
 
 ComparisonResult Compare(const std::string& path, std::span<const int32_t> tokens, int64_t context) {
-  auto reference = LoadModel(path, LoadOptions{WeightFormat::kReference});
-  auto packed = LoadModel(path, LoadOptions{WeightFormat::kW4A8});
+  // The reference: f32 weights math and f32 KV. The candidate: W4A8 with an
+  // FP8 KV cache in blocks of 16, so that most positions are read from FP8.
+  auto reference = LoadModel(path, LoadOptions{.weights = WeightFormat::kReference, .kv_dtype = KvDtype::kF32});
+  auto packed = LoadModel(path, LoadOptions{.weights = WeightFormat::kW4A8,
+                                            .kv_dtype = KvDtype::kFp8E4M3,
+                                            .kv_block_tokens = 16});
   EXPECT_TRUE(reference.ok() && packed.ok());
   ThreadPool pool(2);
   PerplexityOptions options;

@@ -1,0 +1,144 @@
+// Paged attention benchmarks (kernels/attention/attention.h): Qwen3-30B-A3B's
+// attention shape (32 query heads, 4 KV heads, head dim 128) over a paged KV
+// cache of 64-token blocks, FP8 E4M3 or BF16.
+//   prefill: one sequence's 2048-token chunk from position 0; GFLOP/s counts
+//            the causal QK^T and PV multiply-adds (2 * 2 * d per pair).
+//   decode:  one new token per sequence; GB/s counts the KV bytes read, the
+//            figure to hold against the memory read bandwidth
+//            (bench/peaks_bench.cc), because decode attention streams the cache.
+//
+//   attention_bench --benchmark_filter=Attention
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/attention/attention.h"
+#include "kernels/attention/kv_quantize.h"
+
+namespace tetra {
+namespace {
+
+constexpr int kHeads = 32, kKvHeads = 4, kHeadDim = 128, kBlockTokens = 64;
+
+// Random keys and values of several sequences in one block pool; each
+// sequence's full blocks are stored in `dtype`, its open block kept f32.
+struct Batch {
+  KvLayerView layer;
+  std::vector<uint8_t> keys, values;
+  std::vector<float> key_scales, value_scales;
+  std::vector<std::vector<int32_t>> tables;
+  std::vector<std::vector<float>> open_keys, open_values, q, out;
+  std::vector<PagedAttentionSequence> sequences;
+  int64_t kv_bytes_read = 0;  // per call
+};
+
+void MakeBatch(KvDtype dtype, const std::vector<int64_t>& lengths, int64_t new_tokens, Batch& b) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  b.layer = KvLayerView{dtype, kBlockTokens, kKvHeads, kHeadDim};
+  int64_t num_blocks = 0;
+  for (int64_t length : lengths) num_blocks += length / kBlockTokens;
+  const int64_t block_elements = b.layer.block_elements();
+  b.keys.resize(static_cast<size_t>(num_blocks * block_elements * KvDtypeBytes(dtype)));
+  b.values.resize(b.keys.size());
+  b.key_scales.resize(static_cast<size_t>(num_blocks * kKvHeads));
+  b.value_scales.resize(b.key_scales.size());
+  b.layer.keys = b.keys.data();
+  b.layer.values = b.values.data();
+  b.layer.key_scales = b.key_scales.data();
+  b.layer.value_scales = b.value_scales.data();
+  std::vector<float> block(static_cast<size_t>(block_elements));
+  int32_t next_block = 0;
+  for (int64_t length : lengths) {
+    std::vector<int32_t>& table = b.tables.emplace_back();
+    for (int64_t i = 0; i < length / kBlockTokens; ++i, ++next_block) {
+      table.push_back(next_block);
+      for (float& x : block) x = normal(rng);
+      StoreKvBlock(b.layer, block.data(), next_block, b.keys.data(), b.key_scales.data());
+      for (float& x : block) x = normal(rng);
+      StoreKvBlock(b.layer, block.data(), next_block, b.values.data(), b.value_scales.data());
+    }
+    for (auto* open : {&b.open_keys.emplace_back(block_elements), &b.open_values.emplace_back(block_elements)}) {
+      for (float& x : *open) x = normal(rng);
+    }
+    const int64_t tokens = std::min(new_tokens, length);
+    b.q.emplace_back(static_cast<size_t>(tokens * kHeads * kHeadDim));
+    for (float& x : b.q.back()) x = normal(rng);
+    b.out.emplace_back(b.q.back().size());
+    b.kv_bytes_read += 2 * length * kKvHeads * kHeadDim * KvDtypeBytes(dtype);
+  }
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    KvSequenceView kv{lengths[s], b.tables[s].data(), b.open_keys[s].data(), b.open_values[s].data()};
+    b.sequences.push_back({b.q[s].data(), std::min(new_tokens, lengths[s]), kv, b.out[s].data()});
+  }
+}
+
+const AttentionShape kShape{kHeads, kKvHeads, kHeadDim, 1.0f / std::sqrt(static_cast<float>(kHeadDim))};
+
+const char* Name(KvDtype dtype) { return dtype == KvDtype::kFp8E4M3 ? "fp8" : "bf16"; }
+
+void BM_AttentionPrefill(benchmark::State& state) {
+  const KvDtype dtype = static_cast<KvDtype>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const int64_t tokens = state.range(2);
+  Batch b;
+  MakeBatch(dtype, {tokens}, tokens, b);
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    PagedAttention(kShape, b.layer, b.sequences, pool);
+    benchmark::DoNotOptimize(b.out[0].data());
+  }
+  // Causal pairs (t attends to t + 1 keys), QK^T and PV, a multiply-add each.
+  const double pairs = static_cast<double>(tokens) * static_cast<double>(tokens + 1) / 2.0;
+  const double flops = pairs * kHeads * kHeadDim * 2.0 * 2.0 * static_cast<double>(state.iterations());
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(Name(dtype));
+}
+
+// decode: `sequences` sequences of `length` positions, or (length 0) the
+// uneven batch of one 100-token and one 30000-token sequence.
+void BM_AttentionDecode(benchmark::State& state) {
+  const KvDtype dtype = static_cast<KvDtype>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const int64_t length = state.range(2);
+  const int64_t sequences = state.range(3);
+  Batch b;
+  MakeBatch(dtype, length > 0 ? std::vector<int64_t>(static_cast<size_t>(sequences), length)
+                              : std::vector<int64_t>{100, 30000},
+            1, b);
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    PagedAttention(kShape, b.layer, b.sequences, pool);
+    benchmark::DoNotOptimize(b.out[0].data());
+  }
+  state.counters["KV_GB/s"] = benchmark::Counter(
+      static_cast<double>(b.kv_bytes_read) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(Name(dtype)) + (length > 0 ? "" : " 100+30000"));
+}
+
+void PrefillArgs(benchmark::internal::Benchmark* b) {
+  for (KvDtype dtype : {KvDtype::kFp8E4M3, KvDtype::kBf16}) {
+    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(dtype), threads, 2048});
+  }
+}
+
+void DecodeArgs(benchmark::internal::Benchmark* b) {
+  for (KvDtype dtype : {KvDtype::kFp8E4M3, KvDtype::kBf16}) {
+    for (int threads : {1, 2}) {
+      b->Args({static_cast<int64_t>(dtype), threads, 8192, 1});
+      b->Args({static_cast<int64_t>(dtype), threads, 8192, 4});
+      b->Args({static_cast<int64_t>(dtype), threads, 0, 2});
+    }
+  }
+}
+
+BENCHMARK(BM_AttentionPrefill)->Apply(PrefillArgs)->ArgNames({"dtype", "threads", "tokens"})->UseRealTime();
+BENCHMARK(BM_AttentionDecode)->Apply(DecodeArgs)->ArgNames({"dtype", "threads", "length", "seqs"})->UseRealTime();
+
+}  // namespace
+}  // namespace tetra
+
+BENCHMARK_MAIN();

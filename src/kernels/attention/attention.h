@@ -1,0 +1,59 @@
+// Causal attention of a batch of sequences' new tokens over their paged KV
+// cache (kernels/attention/paged_kv.h), GQA. Sequences with many new tokens
+// (prefill chunks) run FlashAttention-style: query tiles against key tiles
+// with an online softmax, no full score matrix. Sequences with few new tokens
+// (decode) split their KV across threads when that keeps the threads busy
+// (split-KV), each part producing a partial softmax state that is merged
+// after. Everything runs on the given pool; scratch is reused across calls,
+// so steady decode allocates nothing. One caller at a time (the pool's rule).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/attention/paged_kv.h"
+#include "kernels/reference/attention.h"  // AttentionShape
+
+namespace tetra {
+
+// One sequence's part of a batched call. The new tokens are the last
+// num_tokens positions the cache holds: token t sits at position
+// kv.length - num_tokens + t and attends to positions [0, that position].
+struct PagedAttentionSequence {
+  const float* q = nullptr;  // [num_tokens, num_heads, head_dim]
+  int64_t num_tokens = 0;
+  KvSequenceView kv;
+  float* out = nullptr;  // [num_tokens, num_heads, head_dim]
+};
+
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool);
+
+// The instruction sets the tile kernel is built for; kBest is the fastest
+// this CPU runs. The overload below pins one (tests run every supported one).
+enum class AttentionIsa : uint8_t { kBest, kGeneric, kAvx2, kAvx512 };
+std::vector<AttentionIsa> SupportedAttentionIsas();  // kGeneric first, the best last
+const char* AttentionIsaName(AttentionIsa isa);
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa);
+
+// The split-KV plan for decode sequences (exposed for tests): how many parts
+// each sequence's KV is cut into, given the KV lengths and thread count.
+// Short sequences get 1; long ones get more, so that the total work is cut
+// into enough similar-sized pieces for every thread, and no piece is shorter
+// than a minimum worth its merge.
+std::vector<int> PlanKvSplits(std::span<const int64_t> kv_lengths, int num_kv_heads, int num_threads);
+// The same plan written into parts[kv_lengths.size()], allocating nothing.
+void PlanKvSplitsInto(std::span<const int64_t> kv_lengths, int num_kv_heads, int num_threads, std::span<int> parts);
+
+// The plan's constants: no part is shorter than kMinKvPartTokens, and the
+// work is cut into about kKvPiecesPerThread pieces per thread.
+inline constexpr int64_t kMinKvPartTokens = 256;
+inline constexpr int kKvPiecesPerThread = 8;
+// Sequences with at most this many new tokens are decoded (split-KV); more
+// new tokens run as a tiled prefill.
+inline constexpr int64_t kMaxDecodeTokens = 4;
+
+}  // namespace tetra

@@ -1,0 +1,52 @@
+// Internals of PagedAttention shared by attention.cc (planning, threading,
+// merging) and the per-ISA tile kernels (attention_tiles_*.cc, all compiled
+// from attention_tiles_impl.h with different -m flags). Not a public API.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "kernels/attention/paged_kv.h"
+
+namespace tetra::attention_internal {
+
+// One work item: the queries of `num_tokens` consecutive new tokens of one
+// sequence, all `group` q heads of KV head `kv_head`, against the keys
+// [key_begin, key_end) of the sequence (key_begin a multiple of
+// block_tokens), each token seeing only keys at or before its position.
+struct AttendTask {
+  const KvLayerView* layer = nullptr;
+  const KvSequenceView* kv = nullptr;
+  int kv_head = 0;
+  int group = 0;      // q heads per KV head
+  int num_heads = 0;  // q heads in total (the row stride of q and out)
+  float log2_scale = 0.0f;  // the softmax scale times log2(e): scores are kept in base 2
+  const float* q = nullptr;  // [num_tokens, num_heads, head_dim], the task's first token
+  int num_tokens = 0;
+  int64_t first_position = 0;  // of the task's first token
+  int64_t key_begin = 0;
+  int64_t key_end = 0;
+  // Exactly one of:
+  float* out = nullptr;  // [num_tokens, num_heads, head_dim], normalized
+  // [num_tokens * group, 2 + head_dim]: per row (token t, q head g of the
+  // group, row t * group + g) the running max m (base 2; -inf when the row saw
+  // no key), the sum l of 2^(s - m), and the unnormalized sum of 2^(s - m) v.
+  float* partial = nullptr;
+};
+
+using AttendFn = void (*)(const AttendTask& task);
+
+// The largest number of query rows (tokens x group) one task may hold.
+inline constexpr int kMaxTaskRows = 256;
+
+void AttendGeneric(const AttendTask& task);
+#if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
+void AttendAvx2(const AttendTask& task);
+void AttendAvx512(const AttendTask& task);
+#endif
+
+// The fastest kernel this CPU runs, and its name ("avx512", "avx2", "generic").
+AttendFn BestAttendFn();
+std::string_view BestAttendIsaName();
+
+}  // namespace tetra::attention_internal
