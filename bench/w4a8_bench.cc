@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "kernels/reference/quantize.h"
 #include "kernels/w4a8/gemm.h"
 
 namespace tetra {
@@ -20,7 +21,9 @@ namespace {
 constexpr double kNotesReadBytesPerSecond = 36e9;
 constexpr double kNotesInt8OpsPerSecondPerCore = 1.0e12;
 
-PackedW4 RandomPacked(int64_t rows, int64_t cols, uint32_t seed) {
+// Random weights packed from F32 (asymmetric: f16 scale and min, 5 bits a
+// weight) or, when `symmetric`, from Q4_0 blocks (f16 scale only, 4.5 bits).
+PackedW4 RandomPacked(int64_t rows, int64_t cols, uint32_t seed, bool symmetric = false) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   std::vector<float> w(static_cast<size_t>(rows * cols));
@@ -31,6 +34,14 @@ PackedW4 RandomPacked(int64_t rows, int64_t cols, uint32_t seed) {
   view.cols = cols;
   view.data = reinterpret_cast<const uint8_t*>(w.data());
   view.row_stride_bytes = static_cast<size_t>(cols) * 4;
+  std::vector<uint8_t> q4_0;
+  if (symmetric) {
+    view.dtype = DType::kQ4_0;
+    view.row_stride_bytes = RowBytes(DType::kQ4_0, cols);
+    q4_0.resize(view.row_stride_bytes * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) QuantizeRow(DType::kQ4_0, &w[r * cols], &q4_0[r * view.row_stride_bytes], cols);
+    view.data = q4_0.data();
+  }
   StatusOr<PackedW4> packed = PackW4(view, 32);
   if (!packed.ok()) std::abort();
   return std::move(packed).value();
@@ -56,16 +67,16 @@ bool IsSupported(Isa isa) {
 void BM_W4A8Gemv(benchmark::State& state) {
   const Isa isa = static_cast<Isa>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
+  const bool symmetric = state.range(2) != 0;
   if (!IsSupported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
   }
   constexpr int64_t kRows = 768, kCols = 2048, kMatrices = 48;
-  static std::vector<PackedW4> experts = [] {
-    std::vector<PackedW4> v;
-    for (int i = 0; i < kMatrices; ++i) v.push_back(RandomPacked(kRows, kCols, 100 + i));
-    return v;
-  }();
+  static std::vector<PackedW4> experts[2];
+  if (experts[symmetric].empty()) {
+    for (int i = 0; i < kMatrices; ++i) experts[symmetric].push_back(RandomPacked(kRows, kCols, 100 + i, symmetric));
+  }
   const std::vector<float> x = RandomActivations(1, kCols);
   QuantizedActivations a;
   QuantizeActivations(x.data(), 1, kCols, 32, &a);
@@ -74,7 +85,7 @@ void BM_W4A8Gemv(benchmark::State& state) {
   size_t bytes = 0;
   int64_t next = 0;
   for (auto _ : state) {
-    const PackedW4& w = experts[static_cast<size_t>(next)];
+    const PackedW4& w = experts[symmetric][static_cast<size_t>(next)];
     next = (next + 1) % kMatrices;
     GemmW4A8(w, a, y.data(), pool, isa);
     benchmark::DoNotOptimize(y.data());
@@ -83,7 +94,7 @@ void BM_W4A8Gemv(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsRate);
   state.counters["of_36GB/s"] =
       benchmark::Counter(static_cast<double>(bytes) / kNotesReadBytesPerSecond, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(IsaName(isa)));
+  state.SetLabel(std::string(IsaName(isa)) + (symmetric ? " q4_0 4.5 bits" : " f32 source 5 bits"));
 }
 
 // 512 tokens x [768, 2048]: the prefill shape of one expert's up projection.
@@ -129,7 +140,9 @@ void BM_W4A8QuantizeActivations(benchmark::State& state) {
 
 void IsaThreadArgs(benchmark::internal::Benchmark* b) {
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni}) {
-    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(isa), threads});
+    for (int threads : {1, 2}) {
+      for (int symmetric : {0, 1}) b->Args({static_cast<int64_t>(isa), threads, symmetric});
+    }
   }
 }
 
@@ -140,7 +153,7 @@ void IsaThreadTokenArgs(benchmark::internal::Benchmark* b) {
   b->Args({static_cast<int64_t>(Isa::kScalar), 1, 16});
 }
 
-BENCHMARK(BM_W4A8Gemv)->Apply(IsaThreadArgs)->ArgNames({"isa", "threads"})->UseRealTime();
+BENCHMARK(BM_W4A8Gemv)->Apply(IsaThreadArgs)->ArgNames({"isa", "threads", "symmetric"})->UseRealTime();
 BENCHMARK(BM_W4A8Gemm)->Apply(IsaThreadTokenArgs)->ArgNames({"isa", "threads", "tokens"})->UseRealTime();
 BENCHMARK(BM_W4A8QuantizeActivations)->Arg(1)->Arg(512);
 

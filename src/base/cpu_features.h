@@ -9,6 +9,7 @@ namespace tetra {
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
+  bool f16c = false;  // f16 <-> f32 conversions
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vnni = false;

@@ -24,11 +24,11 @@ using w4a8_testing::RandomFloats;
 using w4a8_testing::RelativeRmsError;
 using w4a8_testing::ViewOf;
 
-// Bounds on W4A8 against the f32 product (deterministic inputs). Measured:
-// Gaussian activations rms 5.2e-3 / max 5.6e-3 (per-token scales gave rms
-// 8.5e-3, above these bounds); with outlier channels 8.9e-3 (per token 4.4e-2).
-constexpr double kGaussianRmsBound = 7e-3;
-constexpr double kGaussianMaxBound = 8e-3;
+// Bounds on W4A8 against the f32 product (deterministic inputs). Measured on
+// Q4_1 weights: Gaussian activations rms 5.9e-3 / max 8.1e-3 (one token: 96
+// outputs); with outlier channels 8.9e-3 (per-token scales: 4.4e-2).
+constexpr double kGaussianRmsBound = 8e-3;
+constexpr double kGaussianMaxBound = 1.2e-2;
 constexpr double kOutlierRmsBound = 1.5e-2;
 
 TEST(QuantizeActivations, SymmetricPerGroupWithGroupSums) {
@@ -122,8 +122,9 @@ TEST(QuantizeActivations, NonFiniteInputDoesNotCrash) {
   EXPECT_TRUE(std::isinf(a.token_scales(1)[0]) || std::isnan(a.token_scales(1)[0]));
 }
 
-// Random Q4_K weights (lossless) or F32 weights (rounded) packed with the
-// given group size; returns the pack and keeps the source bytes alive.
+// Random weights packed with the given group size: Q4_0 (symmetric) or Q4_1
+// blocks (both packed exactly) when the group size is 32 and `source` names
+// them, else F32 values (rounded). The pack keeps the source bytes alive.
 struct Problem {
   std::vector<uint8_t> weight_bytes;
   MatrixView view;
@@ -132,11 +133,12 @@ struct Problem {
   QuantizedActivations a;
 };
 
-void MakeProblem(int64_t rows, int64_t cols, int64_t tokens, int group_size, uint32_t seed, Problem* p) {
+void MakeProblem(int64_t rows, int64_t cols, int64_t tokens, int group_size, uint32_t seed, Problem* p,
+                 DType source = DType::kQ4_1) {
   std::mt19937 rng(seed);
-  if (cols % 256 == 0 && group_size == 32) {
-    p->weight_bytes = RandomBlocks(DType::kQ4_K, rows, cols, rng);
-    p->view = ViewOf(DType::kQ4_K, rows, cols, p->weight_bytes);
+  if (group_size == 32 && (source == DType::kQ4_0 || source == DType::kQ4_1)) {
+    p->weight_bytes = RandomBlocks(source, rows, cols, rng);
+    p->view = ViewOf(source, rows, cols, p->weight_bytes);
   } else {
     const std::vector<float> w = RandomFloats(static_cast<size_t>(rows * cols), rng, 0.1f);
     p->weight_bytes.resize(w.size() * 4);
@@ -179,10 +181,12 @@ std::vector<float> DoubleOracle(const Problem& p) {
 
 TEST(GemmW4A8Scalar, MatchesDoubleOracleOfUnpackedWeights) {
   for (int group_size : {32, 64, 128}) {
-    Problem p;
-    MakeProblem(33, 512, 5, group_size, 21, &p);
-    const double error = NormalisedMaxError(RunGemm(p, Isa::kScalar), DoubleOracle(p));
-    EXPECT_LE(error, 2e-6) << "group " << group_size;
+    for (DType source : {DType::kQ4_0, DType::kQ4_1}) {
+      Problem p;
+      MakeProblem(33, 512, 5, group_size, 21, &p, source);
+      const double error = NormalisedMaxError(RunGemm(p, Isa::kScalar), DoubleOracle(p));
+      EXPECT_LE(error, 2e-6) << "group " << group_size << " " << DTypeName(source);
+    }
   }
 }
 
@@ -231,15 +235,20 @@ class GemmW4A8IsaTest : public ::testing::TestWithParam<Shape> {};
 
 TEST_P(GemmW4A8IsaTest, EveryIsaMatchesScalar) {
   const Shape s = GetParam();
-  Problem p;
-  MakeProblem(s.rows, s.cols, s.tokens, s.group_size, static_cast<uint32_t>(s.rows * 7919 + s.cols * 31 + s.tokens),
-              &p);
-  const std::vector<float> reference = RunGemm(p, Isa::kScalar);
-  for (Isa isa : SupportedIsas()) {
-    if (isa == Isa::kScalar) continue;
-    const std::vector<float> y = RunGemm(p, isa);
-    EXPECT_LE(NormalisedMaxError(y, reference), 1e-5) << IsaName(isa);
-    EXPECT_EQ(y, reference) << IsaName(isa);
+  // Symmetric (Q4_0) and asymmetric (Q4_1, F32) packs.
+  for (DType source : {DType::kQ4_0, DType::kQ4_1, DType::kF32}) {
+    if (s.group_size != 32 && source != DType::kF32) continue;
+    Problem p;
+    MakeProblem(s.rows, s.cols, s.tokens, s.group_size,
+                static_cast<uint32_t>(s.rows * 7919 + s.cols * 31 + s.tokens), &p, source);
+    EXPECT_EQ(p.packed.has_mins, source != DType::kQ4_0);
+    const std::vector<float> reference = RunGemm(p, Isa::kScalar);
+    for (Isa isa : SupportedIsas()) {
+      if (isa == Isa::kScalar) continue;
+      const std::vector<float> y = RunGemm(p, isa);
+      EXPECT_LE(NormalisedMaxError(y, reference), 1e-5) << IsaName(isa) << " " << DTypeName(source);
+      EXPECT_EQ(y, reference) << IsaName(isa) << " " << DTypeName(source);
+    }
   }
 }
 
@@ -286,7 +295,7 @@ TEST(GemmW4A8, ThreadPoolSplitMatchesOneCall) {
 }
 
 // W4A8 against f32: only the int8 activations differ when the weights are
-// Q4_K (packed exactly), so the error is bounded by activation rounding.
+// Q4_1 (packed exactly), so the error is bounded by activation rounding.
 TEST(GemmW4A8, CloseToF32MatMulOfDequantizedWeights) {
   ThreadPool pool(2);
   for (int64_t tokens : {1, 7}) {

@@ -24,8 +24,8 @@ std::vector<Isa> SupportedIsas() {
   std::vector<Isa> isas = {Isa::kScalar};
 #if defined(TETRA_W4A8_HAVE_X86_KERNELS)
   const CpuFeatures& cpu = GetCpuFeatures();
-  if (cpu.avx2 && cpu.fma) isas.push_back(Isa::kAvx2);
-  if (cpu.avx2 && cpu.fma && cpu.avxvnni) isas.push_back(Isa::kAvxVnni);
+  if (cpu.avx2 && cpu.fma && cpu.f16c) isas.push_back(Isa::kAvx2);
+  if (cpu.avx2 && cpu.fma && cpu.f16c && cpu.avxvnni) isas.push_back(Isa::kAvxVnni);
   if (cpu.avx512f && cpu.avx512bw && cpu.avx512vnni) isas.push_back(Isa::kAvx512Vnni);
 #endif
   return isas;

@@ -25,13 +25,11 @@ inline int32_t Load32(const int8_t* p) {
 }
 
 // out[t][r] = y[t0 + t, tile * 16 + r] for T tokens.
-template <int T>
+template <int T, bool kHasMins>
 void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                 float (*out)[PackedW4::kTileRows]) {
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const int sub_blocks = w.group_size / PackedW4::kSubBlockInputs;
-  const size_t scales_offset = w.scales_offset();
-  const size_t mins_offset = w.mins_offset();
   const int8_t* x[T];
   const float* token_scales[T];
   const float* scaled_group_sums[T];
@@ -43,8 +41,11 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
     scaled_group_sums[t] = a.token_scaled_group_sums(t0 + t);
     sums[t] = _mm512_setzero_ps();
   }
-  const uint8_t* group = w.tile(tile);
-  for (int64_t g = 0; g < w.num_groups; ++g, group += w.group_bytes) {
+  const uint8_t* group = w.nibbles(tile, 0);
+  const uint16_t* group_scales = w.scales(tile, 0);
+  const uint16_t* group_mins = w.mins(tile, 0);
+  for (int64_t g = 0; g < w.num_groups;
+       ++g, group += w.nibble_bytes, group_scales += PackedW4::kTileRows, group_mins += PackedW4::kTileRows) {
     __m512i dot_low[T], dot_high[T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -67,8 +68,10 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
         }
       }
     }
-    const __m512 scales = _mm512_load_ps(reinterpret_cast<const float*>(group + scales_offset));
-    const __m512 mins = _mm512_load_ps(reinterpret_cast<const float*>(group + mins_offset));
+    const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_scales)));
+    // Symmetric packs: min = -8 * scale, exact.
+    const __m512 mins = kHasMins ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_mins)))
+                                 : _mm512_mul_ps(scales, _mm512_set1_ps(-8.0f));
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(dot_low[t], dot_high[t]));
@@ -79,6 +82,17 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
   }
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(out[t], sums[t]);
+}
+
+template <bool kHasMins>
+void RunTileTokens(int64_t n, const PackedW4& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
+                   float (*out)[PackedW4::kTileRows]) {
+  switch (n) {
+    case 4: TileTokens<4, kHasMins>(w, a, tile, t0, out); break;
+    case 3: TileTokens<3, kHasMins>(w, a, tile, t0, out); break;
+    case 2: TileTokens<2, kHasMins>(w, a, tile, t0, out); break;
+    default: TileTokens<1, kHasMins>(w, a, tile, t0, out); break;
+  }
 }
 
 }  // namespace
@@ -98,11 +112,10 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
     for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
       for (int64_t tile = block; tile < block_end; ++tile) {
         const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
-        switch (n) {
-          case 4: TileTokens<4>(w, a, tile, t0, out); break;
-          case 3: TileTokens<3>(w, a, tile, t0, out); break;
-          case 2: TileTokens<2>(w, a, tile, t0, out); break;
-          default: TileTokens<1>(w, a, tile, t0, out); break;
+        if (w.has_mins) {
+          RunTileTokens<true>(n, w, a, tile, t0, out);
+        } else {
+          RunTileTokens<false>(n, w, a, tile, t0, out);
         }
         for (int64_t t = 0; t < n; ++t) StoreTileRows(out[t], tile, row_begin, row_end, y + (t0 + t) * y_stride);
       }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/reference/dequantize.h"
 #include "kernels/w4a8/gemm_internal.h"
 
 namespace tetra::w4a8_internal {
@@ -20,7 +21,7 @@ void GemmRowsScalar(const PackedW4& w, const QuantizedActivations& a, float* y, 
       const float* scaled_group_sums = a.token_scaled_group_sums(t);
       float out[kRows] = {};
       for (int64_t g = 0; g < w.num_groups; ++g) {
-        const uint8_t* group = w.group(tile, g);
+        const uint8_t* group = w.nibbles(tile, g);
         const int8_t* xg = x + g * w.group_size;
         int32_t dot[kRows] = {};
         for (int s = 0; s < w.group_size / PackedW4::kSubBlockInputs; ++s) {
@@ -36,14 +37,14 @@ void GemmRowsScalar(const PackedW4& w, const QuantizedActivations& a, float* y, 
             }
           }
         }
-        float scales[kRows], mins[kRows];
-        std::memcpy(scales, group + w.scales_offset(), sizeof(scales));
-        std::memcpy(mins, group + w.mins_offset(), sizeof(mins));
+        const uint16_t* scales = w.scales(tile, g);
+        const uint16_t* mins = w.mins(tile, g);
         for (int r = 0; r < kRows; ++r) {
           // The SIMD kernels' multiply and two fused multiply-adds, in the same order.
-          const float scale = scales[r] * token_scales[g];
+          const float scale = HalfToFloat(scales[r]) * token_scales[g];
+          const float min = w.has_mins ? HalfToFloat(mins[r]) : -8.0f * HalfToFloat(scales[r]);
           out[r] = std::fma(static_cast<float>(dot[r]), scale, out[r]);
-          out[r] = std::fma(mins[r], scaled_group_sums[g], out[r]);
+          out[r] = std::fma(min, scaled_group_sums[g], out[r]);
         }
       }
       StoreTileRows(out, tile, row_begin, row_end, y + t * y_stride);

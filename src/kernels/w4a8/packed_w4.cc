@@ -7,6 +7,7 @@
 
 #include "base/check.h"
 #include "kernels/reference/dequantize.h"
+#include "kernels/reference/quantize.h"
 
 namespace tetra {
 
@@ -45,9 +46,10 @@ struct RowCodes {
 void ScatterRow(const RowCodes& codes, int64_t r, PackedW4* w) {
   const int64_t tile = r / PackedW4::kTileRows;
   const int row = static_cast<int>(r % PackedW4::kTileRows);
+  // The pack's own buffer, written through the read accessors' offsets.
+  auto writable = [w](const void* p) { return w->data.data() + (static_cast<const uint8_t*>(p) - w->data.data()); };
   for (int64_t g = 0; g < w->num_groups; ++g) {
-    uint8_t* group = w->data.data() + static_cast<size_t>(tile) * w->tile_bytes +
-                     static_cast<size_t>(g) * w->group_bytes;
+    uint8_t* group = writable(w->nibbles(tile, g));
     const uint8_t* q = codes.q.data() + g * w->group_size;
     // Each byte holds inputs c (low nibble) and c + 16 (high) of one sub-block
     // (see NibbleByte): written whole, once.
@@ -61,8 +63,12 @@ void ScatterRow(const RowCodes& codes, int64_t r, PackedW4* w) {
         }
       }
     }
-    std::memcpy(group + w->scales_offset() + row * sizeof(float), &codes.scales[g], sizeof(float));
-    std::memcpy(group + w->mins_offset() + row * sizeof(float), &codes.mins[g], sizeof(float));
+    const uint16_t scale = FloatToHalf(codes.scales[g]);
+    std::memcpy(writable(w->scales(tile, g) + row), &scale, sizeof(uint16_t));
+    if (w->has_mins) {
+      const uint16_t min = FloatToHalf(codes.mins[g]);
+      std::memcpy(writable(w->mins(tile, g) + row), &min, sizeof(uint16_t));
+    }
   }
 }
 
@@ -72,13 +78,23 @@ float ReadHalfAt(const uint8_t* p) {
   return HalfToFloat(h);
 }
 
+// The largest finite f16.
+constexpr float kHalfMax = 65504.0f;
+
 Status CheckGroupParameters(float scale, float min, int64_t r, int64_t c) {
   if (!std::isfinite(scale) || !std::isfinite(min)) {
     return Status::Errorf("row {}, column {}: block scale or min is not finite (scale {}, min {})", r, c,
                           scale, min);
   }
+  if (std::fabs(scale) > kHalfMax || std::fabs(min) > kHalfMax) {
+    return Status::Errorf("row {}, column {}: block scale {} or min {} is beyond the f16 range of packed weights",
+                          r, c, scale, min);
+  }
   return Status::Ok();
 }
+
+// f32 rounded to the nearest f16 value.
+float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
 
 // Q4_0 [d:f16][qs:16]: x = d*(q-8) = q*d + (-8d), exact in f32.
 Status CodesFromQ4_0(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out) {
@@ -153,10 +169,13 @@ Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, 
       lo = std::min(lo, v[i]);
       hi = std::max(hi, v[i]);
     }
-    const float scale = (hi - lo) / 15.0f;
-    if (!std::isfinite(scale)) {
+    if (!std::isfinite(hi - lo)) {
       return Status::Errorf("row {}, column {}: group range {}..{} overflows f32", r, g * group_size, lo, hi);
     }
+    TETRA_RETURN_IF_ERROR(CheckGroupParameters((hi - lo) / 15.0f, lo, r, g * group_size));
+    // The codes are chosen against the f16 values the kernels will use.
+    const float scale = RoundToHalf((hi - lo) / 15.0f);
+    lo = RoundToHalf(lo);
     const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
     out->scales[g] = scale;
     out->mins[g] = lo;
@@ -170,7 +189,11 @@ Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, 
 
 }  // namespace
 
-StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool* pool) {
+namespace {
+
+// PackW4, with mins stored even where the source is symmetric when
+// `always_mins` (the 8-bit planes overwrite them).
+StatusOr<PackedW4> PackW4Impl(const MatrixView& weights, int group_size, ThreadPool* pool, bool always_mins) {
   if (group_size < PackedW4::kMinGroupSize || group_size > PackedW4::kMaxGroupSize ||
       group_size % PackedW4::kSubBlockInputs != 0) {
     return Status::Errorf("PackW4: group size {} is not a multiple of 32 in [32, 128]", group_size);
@@ -205,8 +228,12 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool*
   w.group_size = group_size;
   w.num_groups = weights.cols / group_size;
   w.num_tiles = (weights.rows + PackedW4::kTileRows - 1) / PackedW4::kTileRows;
-  w.group_bytes = static_cast<size_t>(group_size) * 8 + 2 * PackedW4::kTileRows * sizeof(float);
-  w.tile_bytes = static_cast<size_t>(w.num_groups) * w.group_bytes;
+  // Q4_0 at group 32 is symmetric (min = -8 * scale): no mins stored.
+  w.has_mins = always_mins || !(weights.dtype == DType::kQ4_0 && group_size == 32);
+  w.nibble_bytes = static_cast<size_t>(group_size) * 8;
+  const size_t parameter_bytes = (w.has_mins ? 2 : 1) * PackedW4::kTileRows * sizeof(uint16_t);
+  // Rounded up so that every tile starts 64-byte aligned.
+  w.tile_bytes = (static_cast<size_t>(w.num_groups) * (w.nibble_bytes + parameter_bytes) + 63) / 64 * 64;
   const size_t total_bytes = static_cast<size_t>(w.num_tiles) * w.tile_bytes;
   if (total_bytes > 0) {
     w.data = AlignedBuffer::Zeroed(total_bytes);
@@ -217,7 +244,9 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool*
   }
 
   const DType dtype = weights.dtype;
-  w.is_lossless = group_size == 32 && (dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ4_K);
+  // Q4_K keeps its codes; only its group parameters are rounded to f16.
+  const bool keeps_codes = group_size == 32 && (dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ4_K);
+  w.is_lossless = keeps_codes && dtype != DType::kQ4_K;
   // Tiles are independent (every byte, scale and min belongs to one row), so
   // they are packed in parallel when a pool is given.
   std::vector<Status> tile_status(static_cast<size_t>(w.num_tiles));
@@ -227,13 +256,13 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool*
     codes.scales.resize(static_cast<size_t>(w.num_groups));
     codes.mins.resize(static_cast<size_t>(w.num_groups));
     std::vector<float> dequantized;
-    if (!w.is_lossless) dequantized.resize(static_cast<size_t>(w.cols));
+    if (!keeps_codes) dequantized.resize(static_cast<size_t>(w.cols));
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t row_end = std::min(w.rows, (tile + 1) * PackedW4::kTileRows);
       for (int64_t r = tile * PackedW4::kTileRows; r < row_end; ++r) {
         const uint8_t* src = weights.row(r);
         Status status;
-        if (!w.is_lossless) {
+        if (!keeps_codes) {
           DequantizeRow(dtype, src, dequantized.data(), w.cols);
           status = CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes);
         } else if (dtype == DType::kQ4_0) {
@@ -262,12 +291,18 @@ StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool*
   return w;
 }
 
+}  // namespace
+
+StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size, ThreadPool* pool) {
+  return PackW4Impl(weights, group_size, pool, /*always_mins=*/false);
+}
+
 StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size, ThreadPool* pool) {
   // Validate and size both planes as PackW4 does (same shape and type rules),
   // then overwrite their codes with the two nibbles of 8-bit codes.
   PackedW8Planes planes;
-  TETRA_ASSIGN_OR_RETURN(planes.high, PackW4(weights, group_size, pool));
-  TETRA_ASSIGN_OR_RETURN(planes.low, PackW4(weights, group_size, pool));
+  TETRA_ASSIGN_OR_RETURN(planes.high, PackW4Impl(weights, group_size, pool, /*always_mins=*/true));
+  TETRA_ASSIGN_OR_RETURN(planes.low, PackW4Impl(weights, group_size, pool, /*always_mins=*/true));
   planes.high.is_lossless = planes.low.is_lossless = false;
   auto pack_rows = [&](int64_t row_begin, int64_t row_end) {
     RowCodes high, low;
@@ -283,14 +318,16 @@ StatusOr<PackedW8Planes> PackW8Planes(const MatrixView& weights, int group_size,
         const float* v = row.data() + g * group_size;
         const float lo = *std::min_element(v, v + group_size);
         const float hi = *std::max_element(v, v + group_size);
-        const float scale = (hi - lo) / 255.0f;
+        // Both planes' parameters are exact in f16: 16 * scale is a power-of-two multiple.
+        const float scale = RoundToHalf((hi - lo) / 255.0f);
+        const float min = RoundToHalf(lo);
         const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
         high.scales[g] = 16.0f * scale;
-        high.mins[g] = lo;
+        high.mins[g] = min;
         low.scales[g] = scale;
         low.mins[g] = 0.0f;
         for (int i = 0; i < group_size; ++i) {
-          const int code = static_cast<int>(std::clamp(std::nearbyint((v[i] - lo) * inverse), 0.0f, 255.0f));
+          const int code = static_cast<int>(std::clamp(std::nearbyint((v[i] - min) * inverse), 0.0f, 255.0f));
           high.q[g * group_size + i] = static_cast<uint8_t>(code >> 4);
           low.q[g * group_size + i] = static_cast<uint8_t>(code & 15);
         }
@@ -313,10 +350,9 @@ void UnpackW4Row(const PackedW4& w, int64_t r, float* out) {
   const int64_t tile = r / PackedW4::kTileRows;
   const int row = static_cast<int>(r % PackedW4::kTileRows);
   for (int64_t g = 0; g < w.num_groups; ++g) {
-    const uint8_t* group = w.group(tile, g);
-    float scale, min;
-    std::memcpy(&scale, group + w.scales_offset() + row * sizeof(float), sizeof(float));
-    std::memcpy(&min, group + w.mins_offset() + row * sizeof(float), sizeof(float));
+    const uint8_t* group = w.nibbles(tile, g);
+    const float scale = HalfToFloat(w.scales(tile, g)[row]);
+    const float min = w.has_mins ? HalfToFloat(w.mins(tile, g)[row]) : -8.0f * scale;
     for (int c = 0; c < w.group_size; ++c) {
       bool is_high;
       const uint8_t byte = group[NibbleByte(c, row, &is_high)];

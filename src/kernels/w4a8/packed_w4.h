@@ -2,21 +2,24 @@
 //
 // A weight w[r, c] of a [rows, cols] matrix is stored as
 //   w[r, c] = q[r, c] * scale[r, g] + min[r, g],   q an unsigned nibble 0..15,
-// with one f32 scale and one f32 min per row and group g = c / group_size.
-// This form holds GGUF Q4_0 (scale d, min -8d), Q4_1 (d, m) and Q4_K (per
-// 32-group d*sc, -dmin*m) bit for bit when group_size is 32; every other type
-// is dequantized and requantized per group with its own min and max (lossy).
+// with one f16 scale per row and group g = c / group_size, and either one f16
+// min per row and group (asymmetric: 5 bits a weight at group size 32) or
+// none, min = -8 * scale (symmetric, as GGUF Q4_0: 4.5 bits a weight). Q4_0
+// (symmetric) and Q4_1 (d, m) are held bit for bit when group_size is 32;
+// Q4_K's per-group d*sc and -dmin*m are rounded to f16 (relative error
+// <= 2^-11 of the scale, far below the 4-bit step); every other type is
+// dequantized and requantized per group with its own min and max.
 //
 // Layout (see doc/kernels.md): rows are interleaved in tiles of kTileRows = 16
 // (the last tile padded with zero weights). Tiles are stored one after the
-// other, each as num_groups group records of group_bytes:
-//   nibbles  [group_size / 32 sub-blocks][4 chunks][16 rows][4 bytes]
+// other, each as
+//   nibbles  [num_groups][group_size / 32 sub-blocks][4 chunks][16 rows][4 bytes]
 //            byte k of (sub-block s, chunk j, row r): low nibble holds input
 //            32s + 4j + k, high nibble input 32s + 16 + 4j + k
-//   scales   [16] f32
-//   mins     [16] f32
+//   scales   [num_groups][16 rows] f16
+//   mins     [num_groups][16 rows] f16   (asymmetric packs only)
 // so one 64-byte load is 16 rows x 4 inputs (x2 nibbles): one vpdpbusd each
-// for the low and high nibbles.
+// for the low and high nibbles, and one 32-byte load converts to 16 scales.
 //
 // PackedW4 owns its 64-byte aligned buffer; it is immutable after PackW4 and
 // may be read from any number of threads.
@@ -62,25 +65,30 @@ struct PackedW4 {
   int group_size = 32;
   int64_t num_groups = 0;   // cols / group_size
   int64_t num_tiles = 0;    // ceil(rows / kTileRows)
-  size_t group_bytes = 0;   // group_size * 8 nibble bytes + 16 scales + 16 mins
-  size_t tile_bytes = 0;    // num_groups * group_bytes
-  bool is_lossless = false; // repacked exactly from Q4_0 / Q4_1 / Q4_K
-  AlignedBuffer data;       // [num_tiles][num_groups] group records
+  bool has_mins = true;     // false: min = -8 * scale (symmetric)
+  size_t nibble_bytes = 0;  // one group's nibbles in a tile: group_size * 8
+  size_t tile_bytes = 0;    // nibbles, scales and mins of one tile
+  bool is_lossless = false; // repacked exactly from Q4_0 / Q4_1
+  AlignedBuffer data;       // [num_tiles] tiles
 
   const uint8_t* tile(int64_t t) const { return data.data() + static_cast<size_t>(t) * tile_bytes; }
-  const uint8_t* group(int64_t t, int64_t g) const { return tile(t) + static_cast<size_t>(g) * group_bytes; }
-  // Offsets inside a group record.
-  size_t scales_offset() const { return static_cast<size_t>(group_size) * 8; }
-  size_t mins_offset() const { return scales_offset() + kTileRows * sizeof(float); }
+  const uint8_t* nibbles(int64_t t, int64_t g) const { return tile(t) + static_cast<size_t>(g) * nibble_bytes; }
+  // [16] f16 scales (mins) of group g of tile t.
+  const uint16_t* scales(int64_t t, int64_t g) const {
+    return reinterpret_cast<const uint16_t*>(tile(t) + num_groups * nibble_bytes) + g * kTileRows;
+  }
+  const uint16_t* mins(int64_t t, int64_t g) const { return scales(t, g) + num_groups * kTileRows; }
 };
 
 // Packs a stored weight matrix. Errors (naming row and column) for: group_size
 // not a multiple of 32 in [32, 128]; cols not a positive multiple of
 // group_size or of the type's block size; a type tetra cannot dequantize;
 // a null view or a row stride shorter than a row; non-finite values or scales.
-// Q4_0 / Q4_1 / Q4_K with group_size 32 are repacked losslessly; other
-// types (and those with other group sizes) are quantized per group
-// asymmetrically (scale = (max - min) / 15, q = round((x - min) / scale)).
+// Q4_0 / Q4_1 with group_size 32 are repacked losslessly and Q4_K with f16
+// rounding of its group parameters; other types (and those with other group
+// sizes) are quantized per group asymmetrically (scale = (max - min) / 15 and
+// min rounded to f16, then q = round((x - min) / scale)). Errors when a
+// group's parameters do not fit f16.
 // With a pool, tiles are packed in parallel on it.
 StatusOr<PackedW4> PackW4(const MatrixView& weights, int group_size = 32, ThreadPool* pool = nullptr);
 
