@@ -17,6 +17,7 @@ namespace tetra::w4a8_internal {
 namespace {
 
 constexpr int kMaxTokensPerPass = 4;
+constexpr int kPrefetchBytes = 4096;
 
 inline int32_t Load32(const int8_t* p) {
   int32_t v;
@@ -55,6 +56,12 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
     const int64_t first_input = g * w.group_size;
     for (int s = 0; s < sub_blocks; ++s) {
       const uint8_t* bytes = group + s * 256;
+      // One thread's loads alone do not keep enough misses in flight to reach
+      // the memory bandwidth: ask for the nibbles kPrefetchBytes ahead, into
+      // L2 (4 KiB and L2 measured best: decode 55 -> 64 tok/s on the bench
+      // MoE; 2 or 8 KiB, or into L1, were slower).
+#pragma GCC unroll 4
+      for (int line = 0; line < 4; ++line) _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetchBytes + line * 64), _MM_HINT_T1);
 #pragma GCC unroll 4
       for (int chunk = 0; chunk < 4; ++chunk) {
         const __m512i packed = _mm512_load_si512(bytes + chunk * 64);
@@ -68,6 +75,9 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
         }
       }
     }
+    // The same distance ahead in the parameter streams (16 groups of 16 rows).
+    _mm_prefetch(reinterpret_cast<const char*>(group_scales + kPrefetchBytes / 16), _MM_HINT_T1);
+    if constexpr (kHasMins) _mm_prefetch(reinterpret_cast<const char*>(group_mins + kPrefetchBytes / 16), _MM_HINT_T1);
     const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_scales)));
     // Symmetric packs: min = -8 * scale, exact.
     const __m512 mins = kHasMins ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_mins)))
