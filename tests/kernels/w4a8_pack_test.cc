@@ -121,24 +121,37 @@ TEST_P(PackW4LosslessTest, UnpackEqualsDequantizeRowOnRandomBlocks) {
 INSTANTIATE_TEST_SUITE_P(Types, PackW4LosslessTest, ::testing::Values(DType::kQ4_0, DType::kQ4_1, DType::kQ4_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
-// Asymmetric rounding: every value within half a step (max - min) / 30 of its
-// group's source value, with slack for the f16 rounding of scale and min.
-void ExpectWithinHalfStep(const PackedW4& w, const std::vector<float>& source) {
+// Asymmetric rounding, checked against plain min/max rounding computed here
+// in double: every value within one step (max - min) / 15 of its source (the
+// search may clip an outlier by part of a step), and each group's squared
+// error no larger than min/max rounding's (with slack for the f16 rounding
+// of scale and min, each off by up to 2^-11 of itself).
+void ExpectRoundedAtLeastAsWellAsMinMax(const PackedW4& w, const std::vector<float>& source) {
   const std::vector<float> got = UnpackAll(w);
   int failures = 0;
   for (int64_t r = 0; r < w.rows; ++r) {
     for (int64_t g = 0; g < w.num_groups; ++g) {
-      const float* v = source.data() + r * w.cols + g * w.group_size;
+      const size_t first = static_cast<size_t>(r * w.cols + g * w.group_size);
+      const float* v = source.data() + first;
       const auto [lo, hi] = std::minmax_element(v, v + w.group_size);
-      const double half_step = (*hi - *lo) / 30.0;
-      // The scale and min are f16: each may be off by 2^-11 of itself.
+      const double step = (static_cast<double>(*hi) - *lo) / 15.0;
       const double slack = std::ldexp(std::fabs(*lo) + std::fabs(*hi), -10) + 1e-30;
+      double error = 0.0, min_max_error = 0.0;
       for (int i = 0; i < w.group_size; ++i) {
-        const size_t index = static_cast<size_t>(r * w.cols + g * w.group_size + i);
-        if (std::fabs(static_cast<double>(got[index]) - source[index]) > half_step + slack && failures++ < 5) {
-          ADD_FAILURE() << "row " << r << " column " << g * w.group_size + i << ": " << got[index] << " vs "
-                        << source[index] << " (half step " << half_step << ")";
+        const double d = static_cast<double>(got[first + i]) - v[i];
+        error += d * d;
+        const double q = step > 0 ? std::clamp(std::nearbyint((v[i] - *lo) / step), 0.0, 15.0) : 0.0;
+        const double e = q * step + *lo - v[i];
+        min_max_error += e * e;
+        if (std::fabs(d) > step + slack && failures++ < 5) {
+          ADD_FAILURE() << "row " << r << " column " << g * w.group_size + i << ": " << got[first + i] << " vs "
+                        << v[i] << " (step " << step << ")";
         }
+      }
+      const double error_slack = w.group_size * (slack * slack + 2 * slack * step);
+      if (error > min_max_error + error_slack && failures++ < 5) {
+        ADD_FAILURE() << "row " << r << " group " << g << ": squared error " << error << " above min/max rounding's "
+                      << min_max_error;
       }
     }
   }
@@ -147,7 +160,7 @@ void ExpectWithinHalfStep(const PackedW4& w, const std::vector<float>& source) {
 
 class PackW4GroupSizeTest : public ::testing::TestWithParam<int> {};
 
-TEST_P(PackW4GroupSizeTest, F32RoundsWithinHalfAStep) {
+TEST_P(PackW4GroupSizeTest, F32RoundsAtLeastAsWellAsMinMax) {
   const int group_size = GetParam();
   std::mt19937 rng(11);
   const int64_t rows = 19, cols = 384;
@@ -159,7 +172,7 @@ TEST_P(PackW4GroupSizeTest, F32RoundsWithinHalfAStep) {
   ASSERT_TRUE(packed.ok()) << packed.status().message();
   EXPECT_FALSE(packed->is_lossless);
   EXPECT_EQ(packed->num_groups, cols / group_size);
-  ExpectWithinHalfStep(*packed, source);
+  ExpectRoundedAtLeastAsWellAsMinMax(*packed, source);
   std::vector<float> first_row(static_cast<size_t>(cols));
   UnpackW4Row(*packed, 0, first_row.data());
   EXPECT_EQ(first_row[0], 0.25f);
@@ -193,7 +206,7 @@ TEST(PackW4, OtherTypesRoundFromTheirDequantizedValues) {
     ASSERT_TRUE(packed.ok()) << DTypeName(dtype) << ": " << packed.status().message();
     EXPECT_FALSE(packed->is_lossless);
     SCOPED_TRACE(std::string(DTypeName(dtype)));
-    ExpectWithinHalfStep(*packed, source);
+    ExpectRoundedAtLeastAsWellAsMinMax(*packed, source);
   }
 }
 

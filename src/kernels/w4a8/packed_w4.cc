@@ -157,8 +157,28 @@ Status CodesFromQ4_K(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out)
   return Status::Ok();
 }
 
-// Asymmetric 4-bit rounding of f32 values, one (scale, min) per group.
+// Squared error of a group coded with (scale, min) rounded to f16: writes the
+// codes (each the nearest to its value) when `codes` is not null.
+double GroupError(const float* v, int n, float scale, float min, uint8_t* codes) {
+  const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+  double error = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const float q = std::clamp(std::nearbyint((v[i] - min) * inverse), 0.0f, 15.0f);
+    const double d = static_cast<double>(q) * scale + min - v[i];
+    error += d * d;
+    if (codes != nullptr) codes[i] = static_cast<uint8_t>(q);
+  }
+  return error;
+}
+
+// Asymmetric 4-bit codes of f32 values, one (scale, min) per group: the
+// min/max rounding, refined by a small search. Each candidate spreads the
+// group's range over 15 +- a little steps, rounds, and fits the (scale, min)
+// that minimise the squared error for those codes (least squares); the best
+// candidate, after rounding to f16, is kept. Outliers may end up clipped by
+// a fraction of a step when that lowers the group's total error.
 Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, RowCodes* out) {
+  std::vector<uint8_t> candidate(static_cast<size_t>(group_size));
   for (int64_t g = 0; g < cols / group_size; ++g) {
     const float* v = x + g * group_size;
     float lo = v[0], hi = v[0];
@@ -174,15 +194,37 @@ Status CodesFromFloats(const float* x, int64_t r, int64_t cols, int group_size, 
     }
     TETRA_RETURN_IF_ERROR(CheckGroupParameters((hi - lo) / 15.0f, lo, r, g * group_size));
     // The codes are chosen against the f16 values the kernels will use.
-    const float scale = RoundToHalf((hi - lo) / 15.0f);
-    lo = RoundToHalf(lo);
-    const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-    out->scales[g] = scale;
-    out->mins[g] = lo;
-    for (int i = 0; i < group_size; ++i) {
-      const float code = std::nearbyint((v[i] - lo) * inverse);
-      out->q[g * group_size + i] = static_cast<uint8_t>(std::clamp(code, 0.0f, 15.0f));
+    float best_scale = RoundToHalf((hi - lo) / 15.0f);
+    float best_min = RoundToHalf(lo);
+    double best_error = GroupError(v, group_size, best_scale, best_min, nullptr);
+    for (int step = -4; step <= 4 && hi > lo; ++step) {
+      const float steps = 15.0f + 0.25f * static_cast<float>(step);
+      GroupError(v, group_size, (hi - lo) / steps, lo, candidate.data());
+      double sum_q = 0, sum_qq = 0, sum_x = 0, sum_qx = 0;
+      for (int i = 0; i < group_size; ++i) {
+        const double q = candidate[i];
+        sum_q += q;
+        sum_qq += q * q;
+        sum_x += v[i];
+        sum_qx += q * v[i];
+      }
+      const double det = group_size * sum_qq - sum_q * sum_q;
+      if (det <= 0.0) continue;
+      const double scale = (group_size * sum_qx - sum_q * sum_x) / det;
+      const double min = (sum_qq * sum_x - sum_q * sum_qx) / det;
+      if (!(scale > 0.0) || std::fabs(scale) > kHalfMax || std::fabs(min) > kHalfMax) continue;
+      const float scale16 = RoundToHalf(static_cast<float>(scale));
+      const float min16 = RoundToHalf(static_cast<float>(min));
+      const double error = GroupError(v, group_size, scale16, min16, nullptr);
+      if (error < best_error) {
+        best_error = error;
+        best_scale = scale16;
+        best_min = min16;
+      }
     }
+    out->scales[g] = best_scale;
+    out->mins[g] = best_min;
+    GroupError(v, group_size, best_scale, best_min, &out->q[g * group_size]);
   }
   return Status::Ok();
 }
