@@ -137,8 +137,10 @@ BenchResult MeasureModelSpeed(Model& model, const BenchFlags& f, ThreadPool& poo
   std::vector<float> logits(c.vocab_size);
   const std::vector<int32_t> prompt = RandomTokens(rng, f.prompt_tokens, c.vocab_size);
 
-  // Warm-up: a short prefill and one decode step, untimed.
-  TimePrefill(model, std::span<const int32_t>(prompt).first(std::min<size_t>(prompt.size(), 16)), pool, logits);
+  // Warm-up, untimed: the whole prefill (its first run grows the step's
+  // scratch buffers and faults their pages in, a once-per-process cost) and
+  // one decode step.
+  TimePrefill(model, prompt, pool, logits);
   BenchFlags one = f;
   one.batch = 1;
   one.depth = 0;

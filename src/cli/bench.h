@@ -11,7 +11,7 @@
 //            sequences.
 // Each of the R repetitions starts from fresh caches; the result is the mean
 // and sample standard deviation of tokens/s over the repetitions, after one
-// untimed warm-up. Benchmarks time; tests never assert on these numbers.
+// untimed warm-up (the whole prefill and one decode step). Benchmarks time; tests never assert on these numbers.
 // Main thread only.
 #pragma once
 

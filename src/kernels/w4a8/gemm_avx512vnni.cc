@@ -25,8 +25,11 @@ inline int32_t Load32(const int8_t* p) {
   return v;
 }
 
-// out[t][r] = y[t0 + t, tile * 16 + r] for T tokens.
-template <int T, bool kHasMins>
+// out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r] for T tokens and
+// kTiles consecutive tiles: two tiles per pass give one token twice the
+// independent loads and dot-product chains, and share each activation
+// broadcast between two vpdpbusd.
+template <int T, int kTiles, bool kHasMins>
 void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                 float (*out)[PackedW4::kTileRows]) {
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
@@ -34,74 +37,98 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
   const int8_t* x[T];
   const float* token_scales[T];
   const float* scaled_group_sums[T];
-  __m512 sums[T];
+  __m512 sums[kTiles][T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
     x[t] = a.token_values(t0 + t);
     token_scales[t] = a.token_scales(t0 + t);
     scaled_group_sums[t] = a.token_scaled_group_sums(t0 + t);
-    sums[t] = _mm512_setzero_ps();
+    #pragma GCC unroll 2
+    for (int i = 0; i < kTiles; ++i) sums[i][t] = _mm512_setzero_ps();
   }
   const uint8_t* group = w.nibbles(tile, 0);
   const uint16_t* group_scales = w.scales(tile, 0);
   const uint16_t* group_mins = w.mins(tile, 0);
+  const size_t tile_bytes = w.tile_bytes;
   for (int64_t g = 0; g < w.num_groups;
        ++g, group += w.nibble_bytes, group_scales += PackedW4::kTileRows, group_mins += PackedW4::kTileRows) {
-    __m512i dot_low[T], dot_high[T];
+    __m512i dot_low[kTiles][T], dot_high[kTiles][T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      dot_low[t] = _mm512_setzero_si512();
-      dot_high[t] = _mm512_setzero_si512();
+      #pragma GCC unroll 2
+      for (int i = 0; i < kTiles; ++i) dot_low[i][t] = dot_high[i][t] = _mm512_setzero_si512();
     }
     const int64_t first_input = g * w.group_size;
     for (int s = 0; s < sub_blocks; ++s) {
-      const uint8_t* bytes = group + s * 256;
       // One thread's loads alone do not keep enough misses in flight to reach
       // the memory bandwidth: ask for the nibbles kPrefetchBytes ahead, into
       // L2 (4 KiB and L2 measured best: decode 55 -> 64 tok/s on the bench
       // MoE; 2 or 8 KiB, or into L1, were slower).
-#pragma GCC unroll 4
-      for (int line = 0; line < 4; ++line) _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetchBytes + line * 64), _MM_HINT_T1);
-#pragma GCC unroll 4
+      #pragma GCC unroll 2
+      for (int i = 0; i < kTiles; ++i) {
+        const uint8_t* bytes = group + i * tile_bytes + s * 256;
+        #pragma GCC unroll 4
+        for (int line = 0; line < 4; ++line) {
+          _mm_prefetch(reinterpret_cast<const char*>(bytes + kPrefetchBytes + line * 64), _MM_HINT_T1);
+        }
+      }
+      #pragma GCC unroll 4
       for (int chunk = 0; chunk < 4; ++chunk) {
-        const __m512i packed = _mm512_load_si512(bytes + chunk * 64);
-        const __m512i low = _mm512_and_si512(packed, low_mask);
-        const __m512i high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_mask);
+        __m512i low[kTiles], high[kTiles];
+        #pragma GCC unroll 2
+        for (int i = 0; i < kTiles; ++i) {
+          const __m512i packed = _mm512_load_si512(group + i * tile_bytes + s * 256 + chunk * 64);
+          low[i] = _mm512_and_si512(packed, low_mask);
+          high[i] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_mask);
+        }
         const int64_t input = first_input + s * 32 + chunk * 4;
         #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          dot_low[t] = _mm512_dpbusd_epi32(dot_low[t], low, _mm512_set1_epi32(Load32(x[t] + input)));
-          dot_high[t] = _mm512_dpbusd_epi32(dot_high[t], high, _mm512_set1_epi32(Load32(x[t] + input + 16)));
+          const __m512i low_inputs = _mm512_set1_epi32(Load32(x[t] + input));
+          const __m512i high_inputs = _mm512_set1_epi32(Load32(x[t] + input + 16));
+          #pragma GCC unroll 2
+          for (int i = 0; i < kTiles; ++i) {
+            dot_low[i][t] = _mm512_dpbusd_epi32(dot_low[i][t], low[i], low_inputs);
+            dot_high[i][t] = _mm512_dpbusd_epi32(dot_high[i][t], high[i], high_inputs);
+          }
         }
       }
     }
-    // The same distance ahead in the parameter streams (16 groups of 16 rows).
-    _mm_prefetch(reinterpret_cast<const char*>(group_scales + kPrefetchBytes / 16), _MM_HINT_T1);
-    if constexpr (kHasMins) _mm_prefetch(reinterpret_cast<const char*>(group_mins + kPrefetchBytes / 16), _MM_HINT_T1);
-    const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_scales)));
-    // Symmetric packs: min = -8 * scale, exact.
-    const __m512 mins = kHasMins ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_mins)))
-                                 : _mm512_mul_ps(scales, _mm512_set1_ps(-8.0f));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(dot_low[t], dot_high[t]));
-      const __m512 scales_times_token_scale = _mm512_mul_ps(scales, _mm512_set1_ps(token_scales[t][g]));
-      sums[t] = _mm512_fmadd_ps(dot, scales_times_token_scale, sums[t]);
-      sums[t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(scaled_group_sums[t][g]), sums[t]);
+    #pragma GCC unroll 2
+    for (int i = 0; i < kTiles; ++i) {
+      const uint16_t* tile_scales = reinterpret_cast<const uint16_t*>(reinterpret_cast<const uint8_t*>(group_scales) + i * tile_bytes);
+      const uint16_t* tile_mins = reinterpret_cast<const uint16_t*>(reinterpret_cast<const uint8_t*>(group_mins) + i * tile_bytes);
+      // The same distance ahead in the parameter streams (16 groups of 16 rows).
+      _mm_prefetch(reinterpret_cast<const char*>(tile_scales + kPrefetchBytes / 16), _MM_HINT_T1);
+      if constexpr (kHasMins) _mm_prefetch(reinterpret_cast<const char*>(tile_mins + kPrefetchBytes / 16), _MM_HINT_T1);
+      const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile_scales)));
+      // Symmetric packs: min = -8 * scale, exact.
+      const __m512 mins = kHasMins ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile_mins)))
+                                   : _mm512_mul_ps(scales, _mm512_set1_ps(-8.0f));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(dot_low[i][t], dot_high[i][t]));
+        const __m512 scales_times_token_scale = _mm512_mul_ps(scales, _mm512_set1_ps(token_scales[t][g]));
+        sums[i][t] = _mm512_fmadd_ps(dot, scales_times_token_scale, sums[i][t]);
+        sums[i][t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(scaled_group_sums[t][g]), sums[i][t]);
+      }
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) _mm512_storeu_ps(out[t], sums[t]);
+  for (int t = 0; t < T; ++t) {
+    #pragma GCC unroll 2
+    for (int i = 0; i < kTiles; ++i) _mm512_storeu_ps(out[i * T + t], sums[i][t]);
+  }
 }
 
-template <bool kHasMins>
+template <int kTiles, bool kHasMins>
 void RunTileTokens(int64_t n, const PackedW4& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                    float (*out)[PackedW4::kTileRows]) {
   switch (n) {
-    case 4: TileTokens<4, kHasMins>(w, a, tile, t0, out); break;
-    case 3: TileTokens<3, kHasMins>(w, a, tile, t0, out); break;
-    case 2: TileTokens<2, kHasMins>(w, a, tile, t0, out); break;
-    default: TileTokens<1, kHasMins>(w, a, tile, t0, out); break;
+    case 4: TileTokens<4, kTiles, kHasMins>(w, a, tile, t0, out); break;
+    case 3: TileTokens<3, kTiles, kHasMins>(w, a, tile, t0, out); break;
+    case 2: TileTokens<2, kTiles, kHasMins>(w, a, tile, t0, out); break;
+    default: TileTokens<1, kTiles, kHasMins>(w, a, tile, t0, out); break;
   }
 }
 
@@ -112,7 +139,7 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
   constexpr int kRows = PackedW4::kTileRows;
   const int64_t tile_begin = row_begin / kRows;
   const int64_t tile_end = (row_end + kRows - 1) / kRows;
-  alignas(64) float out[kMaxTokensPerPass][kRows];
+  alignas(64) float out[2 * kMaxTokensPerPass][kRows];
   // Blocks of kTilesPerBlock tiles (~190 KB of weights at 2048 columns) stay
   // in L2 while every group of tokens passes over them; a group's activations
   // stay in L1 across the block's tiles.
@@ -120,14 +147,21 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
   for (int64_t block = tile_begin; block < tile_end; block += kTilesPerBlock) {
     const int64_t block_end = std::min(tile_end, block + kTilesPerBlock);
     for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
-      for (int64_t tile = block; tile < block_end; ++tile) {
-        const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
-        if (w.has_mins) {
-          RunTileTokens<true>(n, w, a, tile, t0, out);
+      const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
+      for (int64_t tile = block; tile < block_end;) {
+        // Two tiles per pass where two remain.
+        const int tiles = tile + 1 < block_end ? 2 : 1;
+        if (tiles == 2) {
+          w.has_mins ? RunTileTokens<2, true>(n, w, a, tile, t0, out) : RunTileTokens<2, false>(n, w, a, tile, t0, out);
         } else {
-          RunTileTokens<false>(n, w, a, tile, t0, out);
+          w.has_mins ? RunTileTokens<1, true>(n, w, a, tile, t0, out) : RunTileTokens<1, false>(n, w, a, tile, t0, out);
         }
-        for (int64_t t = 0; t < n; ++t) StoreTileRows(out[t], tile, row_begin, row_end, y + (t0 + t) * y_stride);
+        for (int i = 0; i < tiles; ++i) {
+          for (int64_t t = 0; t < n; ++t) {
+            StoreTileRows(out[i * n + t], tile + i, row_begin, row_end, y + (t0 + t) * y_stride);
+          }
+        }
+        tile += tiles;
       }
     }
   }
