@@ -43,7 +43,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
     x[t] = a.token_values(t0 + t);
     token_scales[t] = a.token_scales(t0 + t);
     scaled_group_sums[t] = a.token_scaled_group_sums(t0 + t);
-    #pragma GCC unroll 2
+    #pragma GCC unroll 4
     for (int i = 0; i < kTiles; ++i) sums[i][t] = _mm512_setzero_ps();
   }
   const uint8_t* group = w.nibbles(tile, 0);
@@ -55,7 +55,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
     __m512i dot_low[kTiles][T], dot_high[kTiles][T];
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      #pragma GCC unroll 2
+      #pragma GCC unroll 4
       for (int i = 0; i < kTiles; ++i) dot_low[i][t] = dot_high[i][t] = _mm512_setzero_si512();
     }
     const int64_t first_input = g * w.group_size;
@@ -64,7 +64,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
       // the memory bandwidth: ask for the nibbles kPrefetchBytes ahead, into
       // L2 (4 KiB and L2 measured best: decode 55 -> 64 tok/s on the bench
       // MoE; 2 or 8 KiB, or into L1, were slower).
-      #pragma GCC unroll 2
+      #pragma GCC unroll 4
       for (int i = 0; i < kTiles; ++i) {
         const uint8_t* bytes = group + i * tile_bytes + s * 256;
         #pragma GCC unroll 4
@@ -75,7 +75,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
       #pragma GCC unroll 4
       for (int chunk = 0; chunk < 4; ++chunk) {
         __m512i low[kTiles], high[kTiles];
-        #pragma GCC unroll 2
+        #pragma GCC unroll 4
         for (int i = 0; i < kTiles; ++i) {
           const __m512i packed = _mm512_load_si512(group + i * tile_bytes + s * 256 + chunk * 64);
           low[i] = _mm512_and_si512(packed, low_mask);
@@ -86,7 +86,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
         for (int t = 0; t < T; ++t) {
           const __m512i low_inputs = _mm512_set1_epi32(Load32(x[t] + input));
           const __m512i high_inputs = _mm512_set1_epi32(Load32(x[t] + input + 16));
-          #pragma GCC unroll 2
+          #pragma GCC unroll 4
           for (int i = 0; i < kTiles; ++i) {
             dot_low[i][t] = _mm512_dpbusd_epi32(dot_low[i][t], low[i], low_inputs);
             dot_high[i][t] = _mm512_dpbusd_epi32(dot_high[i][t], high[i], high_inputs);
@@ -94,7 +94,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
         }
       }
     }
-    #pragma GCC unroll 2
+    #pragma GCC unroll 4
     for (int i = 0; i < kTiles; ++i) {
       const uint16_t* tile_scales = reinterpret_cast<const uint16_t*>(reinterpret_cast<const uint8_t*>(group_scales) + i * tile_bytes);
       const uint16_t* tile_mins = reinterpret_cast<const uint16_t*>(reinterpret_cast<const uint8_t*>(group_mins) + i * tile_bytes);
@@ -116,7 +116,7 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
   }
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
-    #pragma GCC unroll 2
+    #pragma GCC unroll 4
     for (int i = 0; i < kTiles; ++i) _mm512_storeu_ps(out[i * T + t], sums[i][t]);
   }
 }
@@ -139,7 +139,7 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
   constexpr int kRows = PackedW4::kTileRows;
   const int64_t tile_begin = row_begin / kRows;
   const int64_t tile_end = (row_end + kRows - 1) / kRows;
-  alignas(64) float out[2 * kMaxTokensPerPass][kRows];
+  alignas(64) float out[2 * kMaxTokensPerPass][kRows];  // 2 tiles x 4 tokens or 4 tiles x 1
   // Blocks of kTilesPerBlock tiles (~190 KB of weights at 2048 columns) stay
   // in L2 while every group of tokens passes over them; a group's activations
   // stay in L1 across the block's tiles.
@@ -149,9 +149,11 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
     for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
       const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
       for (int64_t tile = block; tile < block_end;) {
-        // Two tiles per pass where two remain.
-        const int tiles = tile + 1 < block_end ? 2 : 1;
-        if (tiles == 2) {
+        // Two tiles per pass where two remain; four for a single token.
+        const int tiles = n == 1 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
+        if (tiles == 4) {
+          w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out) : TileTokens<1, 4, false>(w, a, tile, t0, out);
+        } else if (tiles == 2) {
           w.has_mins ? RunTileTokens<2, true>(n, w, a, tile, t0, out) : RunTileTokens<2, false>(n, w, a, tile, t0, out);
         } else {
           w.has_mins ? RunTileTokens<1, true>(n, w, a, tile, t0, out) : RunTileTokens<1, false>(n, w, a, tile, t0, out);
