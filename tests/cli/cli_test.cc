@@ -44,6 +44,24 @@ TEST(CliTest, BadValueFails) {
   r = RunTetra("generate -p hi --temperature abc");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(CountLines(r.output), 1) << r.output;
+  for (const char* flags : {"--kv-cache int4", "--kv-block 0"}) {
+    r = RunTetra(std::string("generate -p hi ") + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_EQ(CountLines(r.output), 1) << r.output;
+    EXPECT_NE(r.output.find(std::string(flags).substr(0, 10)), std::string::npos) << r.output;
+  }
+}
+
+// Every KV cache type runs a fixture end to end; blocks of 4 tokens so the
+// prompt and the generated tokens fill (and quantize) several blocks.
+TEST(CliTest, EveryKvCacheTypeGenerates) {
+  const std::string model = testing::FixturePath("models/qwen3_moe/model-f32.gguf");
+  for (const char* kv : {"fp8", "bf16", "f32"}) {
+    RunResult r = RunTetra("generate -m " + model + " -p 'one two three four five six' -n 12 --temperature 0 --kv-block 4 " +
+                           "--weights w4a8 --kv-cache " + kv);
+    EXPECT_EQ(r.exit_code, 0) << kv << ": " << r.output;
+    EXPECT_NE(r.output.find("generation: "), std::string::npos) << kv << ": " << r.output;
+  }
 }
 
 TEST(CliTest, TokenizeVocabOnlyGgufPrintsIds) {
