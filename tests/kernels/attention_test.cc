@@ -24,6 +24,8 @@
 #include <string>
 
 #include "kernels/attention/kv_quantize.h"
+#include "kernels/reference/dequantize.h"
+#include "kernels/reference/quantize.h"
 #include "kernels/reference/attention.h"
 
 namespace tetra {
@@ -87,14 +89,14 @@ TEST(KvConversions, Bf16EncodesLikeTorch) {
   for (const ConversionCase& c : ReadConversionCases()) {
     if (c.kind != "bf16_encode") continue;
     const float x = std::bit_cast<float>(c.input);
-    EXPECT_EQ(FloatToBf16(x), c.expected) << "x = " << x << " (bits " << std::hex << c.input << ")";
-    EXPECT_EQ(std::bit_cast<uint32_t>(Bf16ToFloat(static_cast<uint16_t>(c.expected))), c.expected << 16);
+    EXPECT_EQ(FloatToBFloat16(x), c.expected) << "x = " << x << " (bits " << std::hex << c.input << ")";
+    EXPECT_EQ(std::bit_cast<uint32_t>(BFloat16ToFloat(static_cast<uint16_t>(c.expected))), c.expected << 16);
     ++checked;
   }
   EXPECT_GT(checked, 500);
-  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(std::numeric_limits<float>::quiet_NaN()))));
   // A NaN whose payload sits only in the low 16 bits must not become infinity.
-  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::bit_cast<float>(0x7f800001u)))));
+  EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(std::bit_cast<float>(0x7f800001u)))));
 }
 
 // ---------------------------------------------------------------- StoreKvBlock
@@ -160,7 +162,7 @@ TEST(StoreKvBlock, Bf16AndF32) {
   StoreKvBlock(layer, src.data(), 1, storage.data(), nullptr);
   std::vector<float> back(2 * 3);
   LoadKvBlockRows(layer, storage.data(), nullptr, 1, 1, 2, 2, back.data());
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(back[i], Bf16ToFloat(FloatToBf16(src[12 + 6 + i])));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(back[i], BFloat16ToFloat(FloatToBFloat16(src[12 + 6 + i])));
   layer.dtype = KvDtype::kF32;
   std::vector<uint8_t> storage32(2 * 24 * 4);
   StoreKvBlock(layer, src.data(), 1, storage32.data(), nullptr);

@@ -1,5 +1,8 @@
 #include "kernels/attention/kv_quantize.h"
 
+#include "kernels/reference/dequantize.h"
+#include "kernels/reference/quantize.h"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -61,14 +64,6 @@ uint8_t FloatToFp8E4M3(float x) {
 
 float Fp8E4M3ToFloat(uint8_t x) { return Fp8E4M3Table()[x]; }
 
-uint16_t FloatToBf16(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  if ((bits & ~kF32SignBit) > kF32Infinity) return static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-float Bf16ToFloat(uint16_t x) { return std::bit_cast<float>(static_cast<uint32_t>(x) << 16); }
-
 void StoreKvBlock(const KvLayerView& layer, const float* src, int32_t block, uint8_t* dst, float* scales) {
   TETRA_CHECK(block >= 0 && layer.block_tokens > 0 && layer.num_kv_heads > 0 && layer.head_dim > 0,
               "block {} of a layer with {} tokens x {} heads x {} dims", block, layer.block_tokens,
@@ -82,7 +77,7 @@ void StoreKvBlock(const KvLayerView& layer, const float* src, int32_t block, uin
       return;
     case KvDtype::kBf16: {
       uint16_t* out = reinterpret_cast<uint16_t*>(block_dst);
-      for (int64_t i = 0; i < block_elements; ++i) out[i] = FloatToBf16(src[i]);
+      for (int64_t i = 0; i < block_elements; ++i) out[i] = FloatToBFloat16(src[i]);
       return;
     }
     case KvDtype::kFp8E4M3:
@@ -116,7 +111,7 @@ void LoadKvBlockRows(const KvLayerView& layer, const uint8_t* base, const float*
       return;
     case KvDtype::kBf16: {
       const uint16_t* in = reinterpret_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToFloat(in[i]);
+      for (int64_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(in[i]);
       return;
     }
     case KvDtype::kFp8E4M3: {

@@ -14,9 +14,8 @@ namespace tetra {
 uint8_t FloatToFp8E4M3(float x);
 float Fp8E4M3ToFloat(uint8_t x);
 
-// BF16, round to nearest even (NaN stays NaN).
-uint16_t FloatToBf16(float x);
-float Bf16ToFloat(uint16_t x);
+// BF16 conversions: FloatToBFloat16 (kernels/reference/quantize.h) and
+// BFloat16ToFloat (kernels/reference/dequantize.h).
 
 // Stores one full block, src [num_kv_heads, block_tokens, head_dim] f32, into
 // block `block` of a layer's keys or values (dst = the layer's base pointer).
