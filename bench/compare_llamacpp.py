@@ -3,7 +3,10 @@
 
 Runs `tetra bench --json` and then llama.cpp (a llama-bench binary given with
 --llama-bench, whose `-o json` output is read; else the llama_cpp Python module
-of llama-cpp-python when importable) and prints one table:
+of llama-cpp-python when importable) and prints one table. With --batch B > 1
+the decode row's peer is llama-batched-bench (--llama-batched-bench PATH:
+`-npp DEPTH -ntg N -npl B`, its jsonl `speed_tg`, run R times), the same
+B sequences each holding DEPTH tokens and generating N, total tok/s:
 
   test | tetra tok/s | llama.cpp tok/s | ratio | roofline (tetra, llama.cpp) | int8 peak (tetra, llama.cpp)
 
@@ -205,9 +208,33 @@ def run_llama_cpp_python(args):
     return {"prefill": spread(prefill), "decode": spread(decode)}
 
 
+def run_llama_batched_bench(args):
+    """Batched decode: B sequences of DEPTH prompt tokens (at least 1), N new
+    tokens each; llama-batched-bench's total generation tok/s, R runs."""
+    command = [args.llama_batched_bench, "-m", args.model, "-c", str(args.batch * (max(args.depth, 1) + args.n) + 64),
+               "-npp", str(max(args.depth, 1)), "-ntg", str(args.n), "-npl", str(args.batch),
+               "-t", str(args.threads), "--output-format", "jsonl"]
+    print("running:", " ".join(command), f"(x{args.repetitions})", file=sys.stderr)
+    speeds = []
+    for _ in range(args.repetitions):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            fail(f"llama-batched-bench failed: {result.stderr.strip()[-1000:]}")
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            fail("llama-batched-bench printed no jsonl result")
+        speeds.append(float(json.loads(lines[-1])["speed_tg"]))
+    return (statistics.mean(speeds), statistics.stdev(speeds) if len(speeds) > 1 else 0.0)
+
+
 def run_llama(args):
     if args.llama_bench:
-        return "llama-bench", run_llama_bench(args)
+        figures = run_llama_bench(args)
+        if args.batch > 1:
+            figures.pop("decode", None)  # llama-bench decodes one sequence
+            if args.llama_batched_bench:
+                figures["decode"] = run_llama_batched_bench(args)
+        return "llama-bench", figures
     if args.batch > 1:
         return None, {}
     try:
@@ -239,6 +266,7 @@ def main():
     parser.add_argument("--weights", default="w4a8", choices=["reference", "w4a8"], help="tetra's weight format")
     parser.add_argument("--tetra", default=shutil.which("tetra") or "build/tetra", help="tetra binary")
     parser.add_argument("--llama-bench", help="a llama-bench binary (else llama-cpp-python if importable)")
+    parser.add_argument("--llama-batched-bench", help="a llama-batched-bench binary: the peer of --batch B > 1")
     parser.add_argument("--peaks-json", help="saved output of peaks_bench --benchmark_format=json")
     parser.add_argument("--peaks-bench", help="a peaks_bench binary to run now")
     parser.add_argument("--bandwidth", type=float, help="memory read bandwidth, GB/s")
@@ -284,7 +312,7 @@ def main():
         (f" @ d{args.depth}" if args.depth else "")
     for key, label in (("prefill", f"pp{args.p}"), ("decode", decode_label)):
         ours = tetra.get(key)
-        theirs = llama.get(key) if (key == "prefill" or args.batch == 1) else None
+        theirs = llama.get(key)
         ratio = ours[0] / theirs[0] if ours and theirs and theirs[0] > 0 else None
         fraction = roofline if key == "decode" else int8_fraction
         rows.append({"test": label, "tetra": ours, "llama": theirs, "ratio": ratio,
