@@ -7,6 +7,7 @@
 #include "base/logging.h"
 #include "kernels/reference/matmul.h"
 #include "kernels/w4a8/gemm.h"
+#include "kernels/w4a8/w8a8.h"
 
 namespace tetra {
 
@@ -28,6 +29,12 @@ StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, co
     if (weights.cols % PackedW4::kMinGroupSize != 0) {
       TETRA_LOG_DEBUG("{}: {} columns are not whole 32-value groups; kept on the reference path", name,
                       weights.cols);
+      return linear;
+    }
+    if (eight_bit && HasFastW8A8()) {
+      auto packed = PackW8(weights, pool);
+      if (!packed.ok()) return packed.status().WithPrefix(name + ": ");
+      linear.packed8_ = std::make_shared<const PackedW8>(std::move(packed).value());
       return linear;
     }
     if (eight_bit) {
@@ -53,13 +60,19 @@ void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const 
 void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
   input->x = x;
   input->n = n;
-  input->is_quantized = packed_ != nullptr;
-  if (input->is_quantized) QuantizeActivations(x, n, view_.cols, packed_->group_size, &input->quantized);
+  input->is_quantized = is_packed();
+  if (input->is_quantized) {
+    const int group_size = packed8_ != nullptr ? PackedW8::kGroupSize : packed_->group_size;
+    QuantizeActivations(x, n, view_.cols, group_size, &input->quantized);
+  }
 }
 
 void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_end, float* y,
                        int64_t y_stride) const {
-  if (packed_ != nullptr) {
+  if (packed8_ != nullptr) {
+    TETRA_CHECK(input.is_quantized, "input prepared for another format");
+    GemmW8A8(*packed8_, input.quantized, y, y_stride, row_begin, row_end);
+  } else if (packed_ != nullptr) {
     TETRA_CHECK(input.is_quantized, "input prepared for another format");
     GemmW4A8(*packed_, input.quantized, y, y_stride, row_begin, row_end);
     if (packed_low_ != nullptr) {
