@@ -7,6 +7,7 @@
 //   kernel_bench --benchmark_filter=W4A8
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "base/thread_pool.h"
 #include "kernels/reference/quantize.h"
 #include "kernels/w4a8/gemm.h"
+#include "kernels/w4a8/w8a8.h"
 
 namespace tetra {
 namespace {
@@ -138,6 +140,53 @@ void BM_W4A8QuantizeActivations(benchmark::State& state) {
                                                    benchmark::Counter::kIsRate);
 }
 
+// The 8-bit output head path (W8A8, AVX-512 VNNI): one token over an
+// output-head-shaped matrix [49152, 2048] packed from Q8_0 (8.5 bits a
+// weight, 107 MB: beyond the caches), GB/s of packed weights.
+void BM_W8A8HeadGemv(benchmark::State& state) {
+  const Isa isa = static_cast<Isa>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const std::vector<Isa> supported = SupportedW8A8Isas();
+  if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {
+    state.SkipWithError("no W8A8 kernel for this ISA on this CPU");
+    return;
+  }
+  constexpr int64_t kRows = 49152, kCols = 2048;
+  static const PackedW8 head = [] {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    std::vector<float> row(kCols);
+    std::vector<uint8_t> q8_0(RowBytes(DType::kQ8_0, kCols) * kRows);
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (float& v : row) v = normal(rng);
+      QuantizeRow(DType::kQ8_0, row.data(), &q8_0[r * RowBytes(DType::kQ8_0, kCols)], kCols);
+    }
+    MatrixView view;
+    view.dtype = DType::kQ8_0;
+    view.rows = kRows;
+    view.cols = kCols;
+    view.data = q8_0.data();
+    view.row_stride_bytes = RowBytes(DType::kQ8_0, kCols);
+    StatusOr<PackedW8> packed = PackW8(view);
+    if (!packed.ok()) std::abort();
+    return std::move(packed).value();
+  }();
+  const std::vector<float> x = RandomActivations(1, kCols);
+  QuantizedActivations a;
+  QuantizeActivations(x.data(), 1, kCols, 32, &a);
+  std::vector<float> y(kRows);
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    pool.ParallelFor(head.num_tiles, std::max<int64_t>(1, head.num_tiles / (4 * threads)), [&](int64_t begin, int64_t end) {
+      GemmW8A8(head, a, y.data(), kRows, begin * 16, std::min(kRows, end * 16), isa);
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = static_cast<double>(head.data.size()) * static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(IsaName(isa)) + " q8_0 8.5 bits");
+}
+
 void IsaThreadArgs(benchmark::internal::Benchmark* b) {
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni}) {
     for (int threads : {1, 2}) {
@@ -156,6 +205,11 @@ void IsaThreadTokenArgs(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_W4A8Gemv)->Apply(IsaThreadArgs)->ArgNames({"isa", "threads", "symmetric"})->UseRealTime();
 BENCHMARK(BM_W4A8Gemm)->Apply(IsaThreadTokenArgs)->ArgNames({"isa", "threads", "tokens"})->UseRealTime();
 BENCHMARK(BM_W4A8QuantizeActivations)->Arg(1)->Arg(512);
+BENCHMARK(BM_W8A8HeadGemv)
+    ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 1})
+    ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 2})
+    ->ArgNames({"isa", "threads"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace tetra
