@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/attention/attention.h"  // kMaxQueryHeadsPerKvHead
+
 namespace tetra {
 namespace {
 
@@ -56,6 +58,10 @@ Status Validate(const ModelConfig& c, const std::string& file) {
   TETRA_RETURN_IF_ERROR(positive(c.head_dim, "head dim"));
   if (c.num_heads % c.num_kv_heads != 0) {
     return Status::Errorf("{}: {} heads are not a multiple of {} KV heads", file, c.num_heads, c.num_kv_heads);
+  }
+  if (c.num_heads / c.num_kv_heads > kMaxQueryHeadsPerKvHead) {
+    return Status::Errorf("{}: {} query heads per KV head is more than the {} the attention kernels support", file,
+                          c.num_heads / c.num_kv_heads, kMaxQueryHeadsPerKvHead);
   }
   if (c.rope.rotary_dim <= 0 || c.rope.rotary_dim > c.head_dim || c.rope.rotary_dim % 2 != 0) {
     return Status::Errorf("{}: rotary dim {} does not fit head dim {}", file, c.rope.rotary_dim, c.head_dim);

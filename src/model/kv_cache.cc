@@ -51,13 +51,6 @@ KvPool::~KvPool() {
   if (memory_ != nullptr) munmap(memory_, memory_bytes_);
 }
 
-int64_t KvPool::bytes_per_block() const {
-  const int64_t block_elements =
-      static_cast<int64_t>(geometry_.num_kv_heads) * options_.block_tokens * geometry_.head_dim;
-  const int64_t scales = options_.dtype == KvDtype::kFp8E4M3 ? geometry_.num_kv_heads * 4 : 0;
-  return 2 * (block_elements * KvDtypeBytes(options_.dtype) + scales) * geometry_.num_layers;
-}
-
 uint8_t* KvPool::keys(int layer) const {
   return memory_ + static_cast<size_t>(layer) * (2 * layer_data_bytes_ + 2 * layer_scale_count_ * 4);
 }

@@ -26,7 +26,7 @@ struct KvCacheOptions {
   int block_tokens = 64;  // positions per block, and per FP8 scale
 };
 
-// "fp8" / "bf16" / "f32"; nullopt-like error for anything else.
+// "fp8" / "bf16" / "f32"; an error naming the value for anything else.
 StatusOr<KvDtype> ParseKvDtype(const std::string& name);
 const char* KvDtypeName(KvDtype dtype);
 
@@ -53,8 +53,6 @@ class KvPool {
   const KvGeometry& geometry() const { return geometry_; }
   const KvCacheOptions& options() const { return options_; }
   BlockAllocator& allocator() { return allocator_; }
-  // Bytes one block takes in all layers, keys and values, scales included.
-  int64_t bytes_per_block() const;
 
   KvLayerView layer(int layer) const;
   uint8_t* keys(int layer) const;
@@ -84,7 +82,6 @@ class KvCache {
   int64_t length() const { return length_; }
   // Positions the held blocks cover.
   int64_t capacity() const { return static_cast<int64_t>(blocks_.size()) * pool_->options().block_tokens; }
-  const std::vector<BlockId>& block_table() const { return blocks_; }
   KvPool& pool() const { return *pool_; }
 
   // Holds the blocks that positions [length, length + n) need. Error (and

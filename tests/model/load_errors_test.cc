@@ -100,6 +100,18 @@ TEST_F(LoadErrorsTest, BadHyperParametersAreNamed) {
   EXPECT_NE(error.find("not a multiple of 3 KV heads"), std::string::npos) << error;
 }
 
+// More query heads per KV head than the attention kernels hold: an error at
+// load, not a crash at the first forward step.
+TEST_F(LoadErrorsTest, OversizedGqaGroupIsNamed) {
+  fs::path gguf = dir_ / "model.gguf";
+  fs::copy_file(FixturePath("models/llama/model-f32.gguf"), gguf);
+  // llama.attention.head_count, type uint32, 4 -> 1024 (over 2 KV heads: 512 per KV head).
+  const std::string key = "llama.attention.head_count";
+  PatchFile(gguf, key + std::string("\x04\0\0\0\x04\0\0\0", 8), key + std::string("\x04\0\0\0\0\x04\0\0", 8));
+  const std::string error = LoadError(gguf);
+  EXPECT_NE(error.find("512 query heads per KV head is more than the 256"), std::string::npos) << error;
+}
+
 TEST_F(LoadErrorsTest, MissingConfigIsNamed) {
   fs::path hf = CopyHf("llama");
   fs::remove(hf / "config.json");

@@ -27,6 +27,7 @@ AttendFn BestAttendFn() {
 namespace {
 
 using attention_internal::AttendFn;
+static_assert(kMaxQueryHeadsPerKvHead <= attention_internal::kMaxTaskRows, "a task holds one token's whole group");
 using attention_internal::AttendTask;
 
 // Query rows (tokens x q heads of a group) a prefill tile aims at: enough to
@@ -62,9 +63,9 @@ void CheckInputs(const AttentionShape& shape, const KvLayerView& layer,
                  std::span<const PagedAttentionSequence> sequences) {
   TETRA_CHECK(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
               "{} q heads over {} KV heads", shape.num_heads, shape.num_kv_heads);
-  TETRA_CHECK(shape.num_heads / shape.num_kv_heads <= attention_internal::kMaxTaskRows,
+  TETRA_CHECK(shape.num_heads / shape.num_kv_heads <= kMaxQueryHeadsPerKvHead,
               "GQA group of {} q heads per KV head is over {}", shape.num_heads / shape.num_kv_heads,
-              attention_internal::kMaxTaskRows);
+              kMaxQueryHeadsPerKvHead);
   TETRA_CHECK(layer.num_kv_heads == shape.num_kv_heads && layer.head_dim == shape.head_dim && layer.head_dim > 0,
               "layer has {} KV heads of {} dims, attention {} of {}", layer.num_kv_heads, layer.head_dim,
               shape.num_kv_heads, shape.head_dim);

@@ -55,5 +55,8 @@ inline constexpr int kKvPiecesPerThread = 8;
 // Sequences with at most this many new tokens are decoded (split-KV); more
 // new tokens run as a tiled prefill.
 inline constexpr int64_t kMaxDecodeTokens = 4;
+// The most query heads one KV head may serve (GQA group); model loading
+// refuses configs beyond it.
+inline constexpr int kMaxQueryHeadsPerKvHead = 256;
 
 }  // namespace tetra

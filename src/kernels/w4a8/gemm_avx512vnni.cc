@@ -19,12 +19,6 @@ namespace {
 constexpr int kMaxTokensPerPass = 4;
 constexpr int kPrefetchBytes = 4096;
 
-inline int32_t Load32(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r] for T tokens and
 // kTiles consecutive tiles: two tiles per pass give one token twice the
 // independent loads and dot-product chains, and share each activation

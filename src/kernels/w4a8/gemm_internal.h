@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/w4a8/packed_w4.h"
 #include "kernels/w4a8/quantize_activations.h"
@@ -23,6 +24,13 @@ void GemmRowsAvxVnni(const PackedW4& w, const QuantizedActivations& a, float* y,
                      int64_t row_begin, int64_t row_end);
 void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end);
+
+// The 4 int8 activations at p as one int32, for a broadcast.
+static inline int32_t Load32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 // Stores the 16 results of tile `tile` for one token into y_row, keeping only
 // rows in [row_begin, row_end).

@@ -8,8 +8,12 @@
 #include "base/check.h"
 #include "kernels/reference/dequantize.h"
 #include "kernels/reference/quantize.h"
+#include "kernels/w4a8/pack_util.h"
 
 namespace tetra {
+
+using pack_util::kHalfMax;
+using pack_util::RoundToHalf;
 
 AlignedBuffer AlignedBuffer::Zeroed(size_t num_bytes) {
   AlignedBuffer buffer;
@@ -78,9 +82,6 @@ float ReadHalfAt(const uint8_t* p) {
   return HalfToFloat(h);
 }
 
-// The largest finite f16.
-constexpr float kHalfMax = 65504.0f;
-
 Status CheckGroupParameters(float scale, float min, int64_t r, int64_t c) {
   if (!std::isfinite(scale) || !std::isfinite(min)) {
     return Status::Errorf("row {}, column {}: block scale or min is not finite (scale {}, min {})", r, c,
@@ -93,8 +94,6 @@ Status CheckGroupParameters(float scale, float min, int64_t r, int64_t c) {
   return Status::Ok();
 }
 
-// f32 rounded to the nearest f16 value.
-float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
 
 // Q4_0 [d:f16][qs:16]: x = d*(q-8) = q*d + (-8d), exact in f32.
 Status CodesFromQ4_0(const uint8_t* src, int64_t r, int64_t cols, RowCodes* out) {
@@ -240,29 +239,7 @@ StatusOr<PackedW4> PackW4Impl(const MatrixView& weights, int group_size, ThreadP
       group_size % PackedW4::kSubBlockInputs != 0) {
     return Status::Errorf("PackW4: group size {} is not a multiple of 32 in [32, 128]", group_size);
   }
-  const DTypeTraits& traits = GetDTypeTraits(weights.dtype);
-  if (!traits.can_dequantize) {
-    return Status::Errorf("PackW4: cannot pack weights of type {}", traits.name);
-  }
-  if (weights.rows < 0 || weights.cols <= 0) {
-    return Status::Errorf("PackW4: bad shape [{}, {}]", weights.rows, weights.cols);
-  }
-  if (weights.cols % group_size != 0) {
-    return Status::Errorf("PackW4: {} columns is not a multiple of the group size {}", weights.cols,
-                          group_size);
-  }
-  if (weights.cols % traits.block_size != 0) {
-    return Status::Errorf("PackW4: {} columns is not a multiple of the {} block size {}", weights.cols,
-                          traits.name, traits.block_size);
-  }
-  if (weights.rows > 0 && weights.data == nullptr) {
-    return Status::Error("PackW4: weight view has no data");
-  }
-  const size_t row_bytes = RowBytes(weights.dtype, weights.cols);
-  if (weights.rows > 1 && weights.row_stride_bytes < row_bytes) {
-    return Status::Errorf("PackW4: row stride {} bytes is shorter than a {} row of {} bytes",
-                          weights.row_stride_bytes, traits.name, row_bytes);
-  }
+  TETRA_RETURN_IF_ERROR(pack_util::CheckWeights(weights, group_size, "PackW4"));
 
   PackedW4 w;
   w.rows = weights.rows;
@@ -289,47 +266,30 @@ StatusOr<PackedW4> PackW4Impl(const MatrixView& weights, int group_size, ThreadP
   // Q4_K keeps its codes; only its group parameters are rounded to f16.
   const bool keeps_codes = group_size == 32 && (dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ4_K);
   w.is_lossless = keeps_codes && dtype != DType::kQ4_K;
-  // Tiles are independent (every byte, scale and min belongs to one row), so
-  // they are packed in parallel when a pool is given.
-  std::vector<Status> tile_status(static_cast<size_t>(w.num_tiles));
-  auto pack_tiles = [&](int64_t tile_begin, int64_t tile_end) {
+  const Status status = pack_util::ForTileChunks(w.num_tiles, pool, [&](int64_t tile_begin, int64_t tile_end) {
     RowCodes codes;
     codes.q.resize(static_cast<size_t>(w.cols));
     codes.scales.resize(static_cast<size_t>(w.num_groups));
     codes.mins.resize(static_cast<size_t>(w.num_groups));
     std::vector<float> dequantized;
     if (!keeps_codes) dequantized.resize(static_cast<size_t>(w.cols));
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t row_end = std::min(w.rows, (tile + 1) * PackedW4::kTileRows);
-      for (int64_t r = tile * PackedW4::kTileRows; r < row_end; ++r) {
-        const uint8_t* src = weights.row(r);
-        Status status;
-        if (!keeps_codes) {
-          DequantizeRow(dtype, src, dequantized.data(), w.cols);
-          status = CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes);
-        } else if (dtype == DType::kQ4_0) {
-          status = CodesFromQ4_0(src, r, w.cols, &codes);
-        } else if (dtype == DType::kQ4_1) {
-          status = CodesFromQ4_1(src, r, w.cols, &codes);
-        } else {
-          status = CodesFromQ4_K(src, r, w.cols, &codes);
-        }
-        if (!status.ok()) {
-          tile_status[tile] = status;
-          break;
-        }
-        ScatterRow(codes, r, &w);
+    for (int64_t r = tile_begin * PackedW4::kTileRows; r < std::min(w.rows, tile_end * PackedW4::kTileRows); ++r) {
+      const uint8_t* src = weights.row(r);
+      if (!keeps_codes) {
+        DequantizeRow(dtype, src, dequantized.data(), w.cols);
+        TETRA_RETURN_IF_ERROR(CodesFromFloats(dequantized.data(), r, w.cols, group_size, &codes));
+      } else if (dtype == DType::kQ4_0) {
+        TETRA_RETURN_IF_ERROR(CodesFromQ4_0(src, r, w.cols, &codes));
+      } else if (dtype == DType::kQ4_1) {
+        TETRA_RETURN_IF_ERROR(CodesFromQ4_1(src, r, w.cols, &codes));
+      } else {
+        TETRA_RETURN_IF_ERROR(CodesFromQ4_K(src, r, w.cols, &codes));
       }
+      ScatterRow(codes, r, &w);
     }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(w.num_tiles, 4, pack_tiles);
-  } else {
-    pack_tiles(0, w.num_tiles);
-  }
-  for (const Status& status : tile_status) {
-    if (!status.ok()) return status.WithPrefix(fmt::format("PackW4 ({}): ", traits.name));
-  }
+    return Status::Ok();
+  });
+  if (!status.ok()) return status.WithPrefix(fmt::format("PackW4 ({}): ", DTypeName(dtype)));
   return w;
 }
 

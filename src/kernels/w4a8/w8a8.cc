@@ -8,15 +8,16 @@
 #include "base/cpu_features.h"
 #include "kernels/reference/dequantize.h"
 #include "kernels/reference/quantize.h"
+#include "kernels/w4a8/gemm_internal.h"  // StoreTileRows
+#include "kernels/w4a8/pack_util.h"
 #include "kernels/w4a8/w8a8_internal.h"
 
 namespace tetra {
 
 namespace {
 
-constexpr float kHalfMax = 65504.0f;
-
-float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
+using pack_util::kHalfMax;
+using pack_util::RoundToHalf;
 
 // One row's codes and group parameters before they are scattered.
 struct RowCodes8 {
@@ -91,19 +92,7 @@ void ScatterRow(const RowCodes8& codes, int64_t r, PackedW8* w) {
 }  // namespace
 
 StatusOr<PackedW8> PackW8(const MatrixView& weights, ThreadPool* pool) {
-  const DTypeTraits& traits = GetDTypeTraits(weights.dtype);
-  if (!traits.can_dequantize) return Status::Errorf("PackW8: cannot pack weights of type {}", traits.name);
-  if (weights.rows < 0 || weights.cols <= 0 || weights.cols % PackedW8::kGroupSize != 0) {
-    return Status::Errorf("PackW8: shape [{}, {}] is not whole groups of 32 columns", weights.rows, weights.cols);
-  }
-  if (weights.cols % traits.block_size != 0) {
-    return Status::Errorf("PackW8: {} columns is not a multiple of the {} block size {}", weights.cols, traits.name,
-                          traits.block_size);
-  }
-  if (weights.rows > 0 && weights.data == nullptr) return Status::Error("PackW8: weight view has no data");
-  if (weights.rows > 1 && weights.row_stride_bytes < RowBytes(weights.dtype, weights.cols)) {
-    return Status::Errorf("PackW8: row stride {} bytes is shorter than a row", weights.row_stride_bytes);
-  }
+  TETRA_RETURN_IF_ERROR(pack_util::CheckWeights(weights, PackedW8::kGroupSize, "PackW8"));
   PackedW8 w;
   w.rows = weights.rows;
   w.cols = weights.cols;
@@ -118,38 +107,24 @@ StatusOr<PackedW8> PackW8(const MatrixView& weights, ThreadPool* pool) {
     w.data = AlignedBuffer::Zeroed(total);
     if (w.data.size() != total) return Status::Errorf("PackW8: cannot allocate {} bytes", total);
   }
-  std::vector<Status> tile_status(static_cast<size_t>(w.num_tiles));
-  auto pack_tiles = [&](int64_t tile_begin, int64_t tile_end) {
+  const Status status = pack_util::ForTileChunks(w.num_tiles, pool, [&](int64_t tile_begin, int64_t tile_end) {
     RowCodes8 codes;
     codes.q.resize(static_cast<size_t>(w.cols));
     codes.scales.resize(static_cast<size_t>(w.num_groups));
     codes.mins.resize(static_cast<size_t>(w.num_groups));
     std::vector<float> row(w.is_lossless ? 0 : static_cast<size_t>(w.cols));
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      for (int64_t r = tile * PackedW8::kTileRows; r < std::min(w.rows, (tile + 1) * PackedW8::kTileRows); ++r) {
-        Status status;
-        if (w.is_lossless) {
-          status = CodesFromQ8_0(weights.row(r), r, w.cols, &codes);
-        } else {
-          DequantizeRow(weights.dtype, weights.row(r), row.data(), w.cols);
-          status = CodesFromFloats(row.data(), r, w.cols, &codes);
-        }
-        if (!status.ok()) {
-          tile_status[tile] = status;
-          break;
-        }
-        ScatterRow(codes, r, &w);
+    for (int64_t r = tile_begin * PackedW8::kTileRows; r < std::min(w.rows, tile_end * PackedW8::kTileRows); ++r) {
+      if (w.is_lossless) {
+        TETRA_RETURN_IF_ERROR(CodesFromQ8_0(weights.row(r), r, w.cols, &codes));
+      } else {
+        DequantizeRow(weights.dtype, weights.row(r), row.data(), w.cols);
+        TETRA_RETURN_IF_ERROR(CodesFromFloats(row.data(), r, w.cols, &codes));
       }
+      ScatterRow(codes, r, &w);
     }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(w.num_tiles, 4, pack_tiles);
-  } else {
-    pack_tiles(0, w.num_tiles);
-  }
-  for (const Status& status : tile_status) {
-    if (!status.ok()) return status.WithPrefix(fmt::format("PackW8 ({}): ", traits.name));
-  }
+    return Status::Ok();
+  });
+  if (!status.ok()) return status.WithPrefix(fmt::format("PackW8 ({}): ", DTypeName(weights.dtype)));
   return w;
 }
 
@@ -196,9 +171,7 @@ void GemmRowsScalar(const PackedW8& w, const QuantizedActivations& a, float* y, 
           out[r] = std::fma(min, a.token_scaled_group_sums(t)[g], out[r]);
         }
       }
-      const int64_t first = std::max(row_begin, tile * kRows);
-      const int64_t last = std::min(row_end, (tile + 1) * kRows);
-      for (int64_t r = first; r < last; ++r) y[t * y_stride + r] = out[r - tile * kRows];
+      w4a8_internal::StoreTileRows(out, tile, row_begin, row_end, y + t * y_stride);
     }
   }
 }

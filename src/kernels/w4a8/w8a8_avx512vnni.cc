@@ -11,19 +11,17 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/w4a8/gemm_internal.h"  // Load32, StoreTileRows (static: this file's own copies)
 #include "kernels/w4a8/w8a8_internal.h"
 
 namespace tetra::w8a8_internal {
 namespace {
 
+using w4a8_internal::Load32;
+using w4a8_internal::StoreTileRows;
+
 constexpr int kMaxTokensPerPass = 4;
 constexpr int kPrefetchBytes = 4096;
-
-inline int32_t Load32(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r].
 template <int T, int kTiles, bool kHasMins>
@@ -99,12 +97,6 @@ void RunTileTokens(int64_t n, const PackedW8& w, const QuantizedActivations& a, 
     case 2: TileTokens<2, kTiles, kHasMins>(w, a, tile, t0, out); break;
     default: TileTokens<1, kTiles, kHasMins>(w, a, tile, t0, out); break;
   }
-}
-
-void StoreTileRows(const float* tile_out, int64_t tile, int64_t row_begin, int64_t row_end, float* y_row) {
-  const int64_t first = std::max(row_begin, tile * 16);
-  const int64_t last = std::min(row_end, (tile + 1) * 16);
-  for (int64_t r = first; r < last; ++r) y_row[r] = tile_out[r - tile * 16];
 }
 
 }  // namespace
