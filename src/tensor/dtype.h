@@ -44,6 +44,12 @@ std::optional<DType> DTypeFromGgufId(uint32_t id);
 const DTypeTraits& GetDTypeTraits(DType dtype);
 inline std::string_view DTypeName(DType dtype) { return GetDTypeTraits(dtype).name; }
 
+// True for types of 8 or more bits a weight (F32, F16, BF16, Q8_0, ...).
+inline bool HoldsEightBitsOrMore(DType dtype) {
+  const DTypeTraits& t = GetDTypeTraits(dtype);
+  return static_cast<int64_t>(t.block_bytes) * 8 >= 8 * t.block_size;
+}
+
 // Bytes of a row of n elements; n must be a multiple of the block size.
 inline size_t RowBytes(DType dtype, int64_t n) {
   const DTypeTraits& t = GetDTypeTraits(dtype);

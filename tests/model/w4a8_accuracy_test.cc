@@ -1,8 +1,9 @@
-// W4A8 (4-bit weights, int8 activations) against the f32 reference of the
-// same model: mean KL divergence of the next-token distributions and the
-// perplexity change stay within loose bounds (the tight goals — KL ≤ 0.02,
-// perplexity ≤ +2% — are measured by `tetra perplexity --kl-vs-reference`
-// and reported, not timed or asserted here, so noise cannot flake a test).
+// W4A8 (4-bit weights, int8 activations) with the FP8 KV cache against the
+// f32 reference of the same model: mean KL divergence of the next-token
+// distributions and the perplexity change. The computation is deterministic,
+// so the MoE fixtures are held to the KL bound of 0.02; perplexity
+// over random tokens moves more, so its bound is loose. The figures on real
+// text are measured by `tetra perplexity --kl-vs-reference` and reported.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -39,7 +40,9 @@ TEST(W4A8AccuracyTest, MoeFixturesStayCloseToTheReference) {
     const ComparisonResult r = Compare(testing::FixturePath(std::string("models/") + name + "/model-f32.gguf"), tokens, 64);
     std::printf("[ w4a8 ] %s: mean KL %.4f nats, perplexity %+.2f%%\n", name, r.mean_kl,
                 100.0 * (r.candidate.perplexity / r.reference.perplexity - 1.0));
-    EXPECT_LT(r.mean_kl, 0.1) << name;
+    // Measured 0.003-0.007 here; 0.025 on mixtral before attention
+    // projections kept 8 bits (model/decoder.cc).
+    EXPECT_LT(r.mean_kl, 0.02) << name;
     EXPECT_LT(std::abs(r.candidate.perplexity / r.reference.perplexity - 1.0), 0.1) << name;
   }
 }
