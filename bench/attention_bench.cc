@@ -5,13 +5,17 @@
 //            the causal QK^T and PV multiply-adds (2 * 2 * d per pair).
 //   decode:  one new token per sequence; GB/s counts the KV bytes read, the
 //            figure to hold against the memory read bandwidth
-//            (bench/peaks_bench.cc), because decode attention streams the cache.
+//            (bench/peaks_bench.cc), because decode attention streams the cache;
+//            s/key/kv_head is the time per cached position per KV head.
+// FP8 runs both score maths (math:0 f32, math:1 int8 = AttentionMath::kInt8Scores).
 //
 //   attention_bench --benchmark_filter=Attention
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -78,24 +82,28 @@ void MakeBatch(KvDtype dtype, const std::vector<int64_t>& lengths, int64_t new_t
 
 const AttentionShape kShape{kHeads, kKvHeads, kHeadDim, 1.0f / std::sqrt(static_cast<float>(kHeadDim))};
 
-const char* Name(KvDtype dtype) { return dtype == KvDtype::kFp8E4M3 ? "fp8" : "bf16"; }
+std::string Name(KvDtype dtype, AttentionMath math) {
+  return std::string(dtype == KvDtype::kFp8E4M3 ? "fp8" : "bf16") +
+         (math == AttentionMath::kInt8Scores ? " int8 scores" : "");
+}
 
 void BM_AttentionPrefill(benchmark::State& state) {
   const KvDtype dtype = static_cast<KvDtype>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   const int64_t tokens = state.range(2);
+  const auto math = static_cast<AttentionMath>(state.range(3));
   Batch b;
   MakeBatch(dtype, {tokens}, tokens, b);
   ThreadPool pool(threads);
   for (auto _ : state) {
-    PagedAttention(kShape, b.layer, b.sequences, pool);
+    PagedAttention(kShape, b.layer, b.sequences, pool, math);
     benchmark::DoNotOptimize(b.out[0].data());
   }
   // Causal pairs (t attends to t + 1 keys), QK^T and PV, a multiply-add each.
   const double pairs = static_cast<double>(tokens) * static_cast<double>(tokens + 1) / 2.0;
   const double flops = pairs * kHeads * kHeadDim * 2.0 * 2.0 * static_cast<double>(state.iterations());
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(Name(dtype));
+  state.SetLabel(Name(dtype, math));
 }
 
 // decode: `sequences` sequences of `length` positions, or (length 0) the
@@ -105,38 +113,81 @@ void BM_AttentionDecode(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   const int64_t length = state.range(2);
   const int64_t sequences = state.range(3);
+  const auto math = static_cast<AttentionMath>(state.range(4));
   Batch b;
   MakeBatch(dtype, length > 0 ? std::vector<int64_t>(static_cast<size_t>(sequences), length)
                               : std::vector<int64_t>{100, 30000},
             1, b);
   ThreadPool pool(threads);
   for (auto _ : state) {
-    PagedAttention(kShape, b.layer, b.sequences, pool);
+    PagedAttention(kShape, b.layer, b.sequences, pool, math);
     benchmark::DoNotOptimize(b.out[0].data());
   }
-  state.counters["KV_GB/s"] = benchmark::Counter(
-      static_cast<double>(b.kv_bytes_read) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(Name(dtype)) + (length > 0 ? "" : " 100+30000"));
+  int64_t positions = 0;
+  for (const PagedAttentionSequence& seq : b.sequences) positions += seq.kv.length;
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["KV_GB/s"] = benchmark::Counter(static_cast<double>(b.kv_bytes_read) * iterations / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.counters["s/key/kv_head"] = benchmark::Counter(static_cast<double>(positions) * kKvHeads * iterations,
+                                                       benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.SetLabel(Name(dtype, math) + (length > 0 ? "" : " 100+30000"));
 }
 
-void PrefillArgs(benchmark::internal::Benchmark* b) {
-  for (KvDtype dtype : {KvDtype::kFp8E4M3, KvDtype::kBf16}) {
-    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(dtype), threads, 2048});
+// Every tile-kernel build this CPU runs, one thread, FP8 decode 1 x 8192 with
+// f32 scores (isa: the AttentionIsa value), so the portable and AVX2 builds
+// are measured too.
+void BM_AttentionDecodeIsa(benchmark::State& state) {
+  const auto isa = static_cast<AttentionIsa>(state.range(0));
+  const auto math = static_cast<AttentionMath>(state.range(1));
+  Batch b;
+  MakeBatch(KvDtype::kFp8E4M3, {8192}, 1, b);
+  ThreadPool pool(1);
+  for (auto _ : state) {
+    PagedAttention(kShape, b.layer, b.sequences, pool, isa, math);
+    benchmark::DoNotOptimize(b.out[0].data());
   }
+  state.counters["s/key/kv_head"] = benchmark::Counter(8192.0 * kKvHeads * static_cast<double>(state.iterations()),
+                                                       benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.SetLabel(std::string(AttentionIsaName(isa)) + " " + Name(KvDtype::kFp8E4M3, math));
 }
 
-void DecodeArgs(benchmark::internal::Benchmark* b) {
-  for (KvDtype dtype : {KvDtype::kFp8E4M3, KvDtype::kBf16}) {
-    for (int threads : {1, 2}) {
-      b->Args({static_cast<int64_t>(dtype), threads, 8192, 1});
-      b->Args({static_cast<int64_t>(dtype), threads, 8192, 4});
-      b->Args({static_cast<int64_t>(dtype), threads, 0, 2});
+void IsaArgs(benchmark::internal::Benchmark* b) {
+  for (AttentionIsa isa : SupportedAttentionIsas()) {
+    for (AttentionMath math : {AttentionMath::kF32, AttentionMath::kInt8Scores}) {
+      b->Args({static_cast<int64_t>(isa), static_cast<int64_t>(math)});
     }
   }
 }
 
-BENCHMARK(BM_AttentionPrefill)->Apply(PrefillArgs)->ArgNames({"dtype", "threads", "tokens"})->UseRealTime();
-BENCHMARK(BM_AttentionDecode)->Apply(DecodeArgs)->ArgNames({"dtype", "threads", "length", "seqs"})->UseRealTime();
+// (dtype, math) pairs: int8 scores only change FP8 blocks.
+constexpr int64_t kF32 = static_cast<int64_t>(AttentionMath::kF32);
+constexpr int64_t kInt8 = static_cast<int64_t>(AttentionMath::kInt8Scores);
+constexpr int64_t kFp8 = static_cast<int64_t>(KvDtype::kFp8E4M3);
+constexpr int64_t kBf16 = static_cast<int64_t>(KvDtype::kBf16);
+constexpr std::pair<int64_t, int64_t> kDtypeMaths[] = {{kFp8, kF32}, {kFp8, kInt8}, {kBf16, kF32}};
+
+void PrefillArgs(benchmark::internal::Benchmark* b) {
+  for (auto [dtype, math] : kDtypeMaths) {
+    for (int threads : {1, 2}) b->Args({dtype, threads, 2048, math});
+  }
+}
+
+void DecodeArgs(benchmark::internal::Benchmark* b) {
+  for (auto [dtype, math] : kDtypeMaths) {
+    for (int threads : {1, 2}) {
+      b->Args({dtype, threads, 8192, 1, math});
+      b->Args({dtype, threads, 8192, 4, math});
+      b->Args({dtype, threads, 0, 2, math});
+    }
+  }
+}
+
+BENCHMARK(BM_AttentionPrefill)->Apply(PrefillArgs)->ArgNames({"dtype", "threads", "tokens", "math"})->UseRealTime();
+BENCHMARK(BM_AttentionDecodeIsa)->Apply(IsaArgs)->ArgNames({"isa", "math"})->UseRealTime();
+BENCHMARK(BM_AttentionDecode)
+    ->Apply(DecodeArgs)
+    ->ArgNames({"dtype", "threads", "length", "seqs", "math"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace tetra

@@ -15,6 +15,7 @@
 #include "base/thread_pool.h"
 #include "kernels/reference/quantize.h"
 #include "kernels/w4a8/gemm.h"
+#include "kernels/w4a8/w6a8.h"
 #include "kernels/w4a8/w8a8.h"
 
 namespace tetra {
@@ -187,6 +188,53 @@ void BM_W8A8HeadGemv(benchmark::State& state) {
   state.SetLabel(std::string(IsaName(isa)) + " q8_0 8.5 bits");
 }
 
+// The 6-bit output head path (W6A8, AVX-512 VNNI): the same one token over a
+// Q6_K [49152, 2048] head held bit for bit (6.5625 bits a weight, 83 MB),
+// GB/s of packed weights and their fraction of NOTES.md's read bandwidth.
+// The codes are random bytes (the kernel's work does not depend on them).
+void BM_W6A8HeadGemv(benchmark::State& state) {
+  const Isa isa = static_cast<Isa>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const std::vector<Isa> supported = SupportedW6A8Isas();
+  if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {
+    state.SkipWithError("no W6A8 kernel for this ISA on this CPU");
+    return;
+  }
+  constexpr int64_t kRows = 49152, kCols = 2048;
+  static const PackedW6 head = [] {
+    std::mt19937 rng(3);
+    const size_t row_bytes = RowBytes(DType::kQ6_K, kCols);
+    std::vector<uint8_t> q6_k(row_bytes * kRows);
+    for (auto& b : q6_k) b = static_cast<uint8_t>(rng());
+    const uint16_t d = 0x1400;  // 2^-10
+    for (size_t block = 0; block < q6_k.size() / 210; ++block) std::memcpy(&q6_k[block * 210 + 208], &d, 2);
+    MatrixView view;
+    view.dtype = DType::kQ6_K;
+    view.rows = kRows;
+    view.cols = kCols;
+    view.data = q6_k.data();
+    view.row_stride_bytes = row_bytes;
+    StatusOr<PackedW6> packed = PackW6(view);
+    if (!packed.ok()) std::abort();
+    return std::move(packed).value();
+  }();
+  const std::vector<float> x = RandomActivations(1, kCols);
+  QuantizedActivations a;
+  QuantizeActivations(x.data(), 1, kCols, 32, &a);
+  std::vector<float> y(kRows);
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    pool.ParallelFor(head.num_tiles, std::max<int64_t>(1, head.num_tiles / (4 * threads)), [&](int64_t begin, int64_t end) {
+      GemmW6A8(head, a, y.data(), kRows, begin * 16, std::min(kRows, end * 16), isa);
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = static_cast<double>(head.data.size()) * static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["of_36GB/s"] = benchmark::Counter(bytes / kNotesReadBytesPerSecond, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(IsaName(isa)) + " q6_k 6.5625 bits");
+}
+
 void IsaThreadArgs(benchmark::internal::Benchmark* b) {
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni}) {
     for (int threads : {1, 2}) {
@@ -206,6 +254,11 @@ BENCHMARK(BM_W4A8Gemv)->Apply(IsaThreadArgs)->ArgNames({"isa", "threads", "symme
 BENCHMARK(BM_W4A8Gemm)->Apply(IsaThreadTokenArgs)->ArgNames({"isa", "threads", "tokens"})->UseRealTime();
 BENCHMARK(BM_W4A8QuantizeActivations)->Arg(1)->Arg(512);
 BENCHMARK(BM_W8A8HeadGemv)
+    ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 1})
+    ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 2})
+    ->ArgNames({"isa", "threads"})
+    ->UseRealTime();
+BENCHMARK(BM_W6A8HeadGemv)
     ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 1})
     ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 2})
     ->ArgNames({"isa", "threads"})

@@ -7,6 +7,10 @@
 //     dtypes, block sizes, head dims, GQA groups, lengths around block edges,
 //     decode / short / prefill chunks, mixed batches, shuffled block tables,
 //     1-3 threads; and FP8 against the original f32 K/V within a loose bound;
+//   - int8 scores (AttentionMath::kInt8Scores) in every ISA build against a
+//     scalar int8 reference written here from the stored FP8 codes (the same
+//     integers, so a tight bound) on the same swept shapes, and against the
+//     f32 K/V next to the f32-score FP8 path's own error;
 //   - the split-KV plan.
 #include "kernels/attention/attention.h"
 
@@ -18,6 +22,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <numbers>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -193,12 +198,16 @@ struct PagedBatch {
     std::vector<float> open_k, open_v;          // [num_kv_heads, block_tokens, head_dim]
     std::vector<float> q;                       // [num_tokens, num_heads, head_dim]
     std::vector<float> out, reference_out, original_out;
+    std::vector<float> int8_reference_out;  // RunInt8Reference
   };
   std::vector<Sequence> sequences;
 };
 
+// key_outlier > 1 makes every 16th key channel (from dim 3) key_outlier times
+// larger, offset by as much: the outlier channels of real models' keys.
 void MakePagedBatch(KvDtype dtype, int block_tokens, int num_kv_heads, int head_dim, int num_heads,
-                    const std::vector<SequenceSpec>& specs, uint32_t seed, PagedBatch& batch) {
+                    const std::vector<SequenceSpec>& specs, uint32_t seed, PagedBatch& batch,
+                    float key_outlier = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   KvLayerView& layer = batch.layer;
@@ -239,6 +248,9 @@ void MakePagedBatch(KvDtype dtype, int block_tokens, int num_kv_heads, int head_
         const float spread = 0.5f + static_cast<float>((e / head_dim + p / 37) % 3);
         seq.original_k[p * row + e] = normal(rng) * spread;
         seq.original_v[p * row + e] = normal(rng) * spread + 0.25f;
+        if (key_outlier > 1.0f && e % head_dim % 16 == 3) {
+          seq.original_k[p * row + e] = (seq.original_k[p * row + e] + 1.0f) * key_outlier;
+        }
       }
     }
     seq.stored_k = seq.original_k;
@@ -488,6 +500,280 @@ TEST(PagedAttention, RepeatedCallsAndEmptySequences) {
   for (int call = 0; call < 3; ++call) {
     PagedAttention(shape, batch.layer, views, pool);
     EXPECT_LE(NormalisedMaxError(batch, false), kTightBound) << "call " << call;
+  }
+}
+
+// ---------------------------------------------------------------- int8 scores
+
+// The int8 key of an FP8 code, from the spec: round(e4m3 * 127 / 448), ties
+// away from zero, saturating at +-127.
+int Int8KeyOfCode(uint8_t code) {
+  const double value = Fp8E4M3ToFloat(code);
+  const long magnitude = std::min(127L, std::lround(std::fabs(value) * 127.0 / 448.0));
+  return static_cast<int>(value < 0 ? -magnitude : magnitude);
+}
+
+TEST(Int8Keys, TableFromTheSpec) {
+  // Spot values: 448 -> 127, 224 -> 63.5 -> 64, the smallest codes -> 0, sign kept.
+  EXPECT_EQ(Int8KeyOfCode(0x7E), 127);
+  EXPECT_EQ(Int8KeyOfCode(0xFE), -127);
+  EXPECT_EQ(Int8KeyOfCode(FloatToFp8E4M3(224.0f)), 64);
+  EXPECT_EQ(Int8KeyOfCode(FloatToFp8E4M3(-224.0f)), -64);
+  EXPECT_EQ(Int8KeyOfCode(FloatToFp8E4M3(1.75f)), 0);  // 0.496 rounds down
+  EXPECT_EQ(Int8KeyOfCode(FloatToFp8E4M3(2.0f)), 1);   // 0.567 rounds up
+  EXPECT_EQ(Int8KeyOfCode(0x80), 0);
+}
+
+// What kInt8Scores computes, from scratch and in double: each row of q
+// (times scale * log2 e, in f32 as the kernel does) to q8 = rint(x * 127 /
+// amax); full blocks score sum(q8 * k8) * amax / 127 * key_scale * 448 / 127
+// over the stored codes; the open block scores x . k in f32 values; softmax
+// in base 2; values as stored.
+void RunInt8Reference(const AttentionShape& shape, PagedBatch& batch) {
+  const KvLayerView& layer = batch.layer;
+  const int group = shape.num_heads / shape.num_kv_heads;
+  const int dim = shape.head_dim;
+  const int bt = layer.block_tokens;
+  const float log2_scale = shape.scale * std::numbers::log2e_v<float>;
+  const int64_t row = static_cast<int64_t>(shape.num_kv_heads) * dim;
+  int key_of_code[256];
+  for (int code = 0; code < 256; ++code) key_of_code[code] = Int8KeyOfCode(static_cast<uint8_t>(code));
+  for (PagedBatch::Sequence& seq : batch.sequences) {
+    const int64_t length = seq.spec.length;
+    const int64_t full_keys = length / bt * bt;
+    // The full blocks' int8 keys [full_keys, num_kv_heads, head_dim] and scales [full_keys, num_kv_heads].
+    std::vector<int> k8(static_cast<size_t>(full_keys * row));
+    std::vector<double> key_scale(static_cast<size_t>(full_keys * shape.num_kv_heads));
+    for (int64_t p = 0; p < full_keys; ++p) {
+      const int32_t block = seq.block_table[p / bt];
+      for (int h = 0; h < shape.num_kv_heads; ++h) {
+        const uint8_t* codes =
+            batch.keys.data() + ((static_cast<int64_t>(block) * shape.num_kv_heads + h) * bt + p % bt) * dim;
+        for (int i = 0; i < dim; ++i) k8[p * row + h * dim + i] = key_of_code[codes[i]];
+        key_scale[p * shape.num_kv_heads + h] = batch.key_scales[block * shape.num_kv_heads + h] * 448.0 / 127.0;
+      }
+    }
+    seq.int8_reference_out.assign(seq.q.size(), 0.0f);
+    std::vector<float> x(static_cast<size_t>(dim));
+    std::vector<int> q8(static_cast<size_t>(dim));
+    std::vector<double> scores(static_cast<size_t>(length));
+    for (int64_t t = 0; t < seq.spec.num_tokens; ++t) {
+      const int64_t position = length - seq.spec.num_tokens + t;
+      for (int head = 0; head < shape.num_heads; ++head) {
+        const int h = head / group;
+        const float* q = seq.q.data() + (t * shape.num_heads + head) * dim;
+        float amax = 0.0f;
+        for (int i = 0; i < dim; ++i) {
+          x[i] = q[i] * log2_scale;
+          amax = std::max(amax, std::fabs(x[i]));
+        }
+        const bool is_tiny = amax < 1e-30f;
+        const float inverse = is_tiny ? 0.0f : 127.0f / amax;
+        const double q_scale = is_tiny ? 0.0 : static_cast<double>(amax / 127.0f);
+        for (int i = 0; i < dim; ++i) q8[i] = static_cast<int>(std::nearbyint(x[i] * inverse));
+        double best = -std::numeric_limits<double>::infinity();
+        for (int64_t p = 0; p <= position; ++p) {
+          double score = 0.0;
+          if (p < full_keys) {
+            const int* k = k8.data() + p * row + h * dim;
+            int64_t dot = 0;
+            for (int i = 0; i < dim; ++i) dot += q8[i] * k[i];
+            score = static_cast<double>(dot) * q_scale * key_scale[p * shape.num_kv_heads + h];
+          } else {
+            for (int i = 0; i < dim; ++i) score += static_cast<double>(x[i]) * seq.original_k[p * row + h * dim + i];
+          }
+          scores[p] = score;
+          best = std::max(best, score);
+        }
+        double total = 0.0;
+        std::vector<double> out(static_cast<size_t>(dim), 0.0);
+        for (int64_t p = 0; p <= position; ++p) {
+          const double weight = std::exp2(scores[p] - best);
+          total += weight;
+          for (int i = 0; i < dim; ++i) out[i] += weight * seq.stored_v[p * row + h * dim + i];
+        }
+        float* dst = seq.int8_reference_out.data() + (t * shape.num_heads + head) * dim;
+        for (int i = 0; i < dim; ++i) dst[i] = static_cast<float>(out[i] / total);
+      }
+    }
+  }
+}
+
+// max |out - reference| over max |reference| across the batch, reference a
+// member of each sequence.
+double NormalisedMaxErrorAgainst(const PagedBatch& batch, std::vector<float> PagedBatch::Sequence::*reference) {
+  double max_error = 0.0, max_ref = 0.0;
+  for (const PagedBatch::Sequence& seq : batch.sequences) {
+    const std::vector<float>& ref = seq.*reference;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double err = std::fabs(static_cast<double>(seq.out[i]) - ref[i]);
+      max_error = std::isnan(err) ? std::numeric_limits<double>::infinity() : std::max(max_error, err);
+      max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+    }
+  }
+  return max_error / std::max(max_ref, 1e-30);
+}
+
+// mean |out - reference| across the batch.
+double MeanAbsErrorAgainst(const PagedBatch& batch, std::vector<float> PagedBatch::Sequence::*reference) {
+  double error = 0.0;
+  int64_t count = 0;
+  for (const PagedBatch::Sequence& seq : batch.sequences) {
+    const std::vector<float>& ref = seq.*reference;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double err = std::fabs(static_cast<double>(seq.out[i]) - ref[i]);
+      error += std::isnan(err) ? std::numeric_limits<double>::infinity() : err;
+      ++count;
+    }
+  }
+  return error / std::max<int64_t>(count, 1);
+}
+
+void ClearOutputs(PagedBatch& batch) {
+  for (PagedBatch::Sequence& seq : batch.sequences) {
+    std::fill(seq.out.begin(), seq.out.end(), std::numeric_limits<float>::quiet_NaN());
+  }
+}
+
+// Int8 scores with every ISA and thread count against RunInt8Reference (the
+// same integers: only f32 rounding and summation order differ).
+void CheckInt8Batch(int block_tokens, int head_dim, int num_kv_heads, int group, const std::vector<SequenceSpec>& specs,
+                    uint32_t seed, const std::vector<int>& thread_counts) {
+  const AttentionShape shape{num_kv_heads * group, num_kv_heads, head_dim, 1.0f / std::sqrt(float(head_dim))};
+  PagedBatch batch;
+  MakePagedBatch(KvDtype::kFp8E4M3, block_tokens, num_kv_heads, head_dim, shape.num_heads, specs, seed, batch);
+  RunInt8Reference(shape, batch);
+  std::vector<PagedAttentionSequence> views = Views(batch);
+  for (int threads : thread_counts) {
+    ThreadPool pool(threads);
+    for (AttentionIsa isa : SupportedAttentionIsas()) {
+      SCOPED_TRACE(testing::Message() << "int8 block " << block_tokens << " dim " << head_dim << " kv heads "
+                                      << num_kv_heads << " group " << group << " threads " << threads << " isa "
+                                      << AttentionIsaName(isa));
+      ClearOutputs(batch);
+      PagedAttention(shape, batch.layer, views, pool, isa, AttentionMath::kInt8Scores);
+      EXPECT_LE(NormalisedMaxErrorAgainst(batch, &PagedBatch::Sequence::int8_reference_out), kTightBound);
+    }
+  }
+}
+
+TEST(PagedAttentionInt8, MatchesInt8ReferenceOnSweptShapes) {
+  uint32_t seed = 301;
+  for (int block_tokens : {16, 64}) {
+    for (int head_dim : {64, 128, 80}) {
+      for (int group : {1, 4, 8}) {
+        CheckInt8Batch(block_tokens, head_dim, 2, group, EdgeBatch(block_tokens), seed++, {1, 2});
+      }
+    }
+  }
+}
+
+TEST(PagedAttentionInt8, OddShapesSplitKvAndPrefill) {
+  // head_dim 72 and 40 (not multiples of 64 or 16), a block of 24 tokens.
+  CheckInt8Batch(24, 72, 3, 2, EdgeBatch(24), 401, {1, 3});
+  CheckInt8Batch(16, 40, 1, 5, EdgeBatch(16), 402, {2});
+  // 100 and 3000 positions decoding side by side (the long one split), 3-
+  // and 4-token decodes, a 200-token prefill chunk deep in a sequence, a
+  // 64-token one ending on a block edge.
+  const std::vector<SequenceSpec> specs = {{100, 1}, {3000, 1}, {3000, 3}, {1500, 4}, {700, 200}, {64, 64}};
+  CheckInt8Batch(64, 128, 2, 8, specs, 403, {1, 2, 3});
+  CheckInt8Batch(16, 64, 1, 4, specs, 404, {2});
+}
+
+TEST(PagedAttentionInt8, EveryCodeAndDegenerateQueryRows) {
+  // Every finite E4M3 code in the keys through each build's table, and query
+  // rows that are all zero or tiny (quantized to zeros: uniform softmax).
+  const int block_tokens = 16, head_dim = 64;
+  const AttentionShape shape{4, 1, head_dim, 0.05f};
+  PagedBatch batch;
+  MakePagedBatch(KvDtype::kFp8E4M3, block_tokens, 1, head_dim, 4, {{40, 2}}, 7, batch);
+  PagedBatch::Sequence& seq = batch.sequences[0];
+  const int64_t block_elements = batch.layer.block_elements();
+  for (int b = 0; b < 2; ++b) {
+    const int32_t block = seq.block_table[b];
+    for (int64_t i = 0; i < block_elements; ++i) {
+      uint8_t code = static_cast<uint8_t>((i * 7 + b * 3) & 0xFF);
+      if ((code & 0x7F) == 0x7F) code ^= 1;
+      batch.keys[block * block_elements + i] = code;
+    }
+    batch.key_scales[block] = 0.01f * static_cast<float>(b + 1);
+  }
+  std::fill(seq.q.begin(), seq.q.begin() + head_dim, 0.0f);                   // token 0, head 0
+  std::fill(seq.q.begin() + head_dim, seq.q.begin() + 2 * head_dim, 1e-36f);  // token 0, head 1
+  RunInt8Reference(shape, batch);
+  ThreadPool pool(1);
+  std::vector<PagedAttentionSequence> views = Views(batch);
+  for (AttentionIsa isa : SupportedAttentionIsas()) {
+    SCOPED_TRACE(AttentionIsaName(isa));
+    ClearOutputs(batch);
+    PagedAttention(shape, batch.layer, views, pool, isa, AttentionMath::kInt8Scores);
+    EXPECT_LE(NormalisedMaxErrorAgainst(batch, &PagedBatch::Sequence::int8_reference_out), kTightBound);
+  }
+}
+
+TEST(PagedAttentionInt8, OtherDtypesScoreInF32) {
+  // kInt8Scores changes nothing on BF16 and F32 layers (only FP8 blocks).
+  for (KvDtype dtype : {KvDtype::kBf16, KvDtype::kF32}) {
+    const AttentionShape shape{8, 2, 64, 0.125f};
+    PagedBatch batch;
+    MakePagedBatch(dtype, 16, 2, 64, 8, {{300, 1}, {70, 30}}, 11, batch);
+    ThreadPool pool(2);
+    RunReference(shape, batch, pool);
+    std::vector<PagedAttentionSequence> views = Views(batch);
+    for (AttentionIsa isa : SupportedAttentionIsas()) {
+      SCOPED_TRACE(testing::Message() << DtypeName(dtype) << " " << AttentionIsaName(isa));
+      ClearOutputs(batch);
+      PagedAttention(shape, batch.layer, views, pool, isa, AttentionMath::kInt8Scores);
+      EXPECT_LE(NormalisedMaxError(batch, false), kTightBound);
+    }
+  }
+}
+
+// Against the original f32 K/V (CausalAttentionBatch), the int8 path's error
+// next to the f32-score FP8 path's on the same cache: int8 adds the query's
+// and the keys' 8-bit rounding (amax / 254 per element at most) to FP8's.
+// Ratios of mean absolute errors measured on these shapes (q ~ 2 N(0, 1),
+// sharp scores): 1.05-1.07 on plain keys, 1.21-1.32 with outlier channels
+// 10x the others; int8 against the FP8 cache read in f32 at most 0.35 (0.79)
+// of FP8's own error. A sign or scale bug gives ~20x.
+TEST(PagedAttentionInt8, AccuracyNextToTheFp8Path) {
+  uint32_t seed = 501;
+  for (float key_outlier : {1.0f, 10.0f}) {
+    const double ratio_bound = key_outlier > 1.0f ? 1.6 : 1.3;
+    const double own_bound = key_outlier > 1.0f ? 1.0 : 0.5;
+    for (int block_tokens : {16, 64}) {
+      for (int head_dim : {64, 128}) {
+        for (int group : {1, 8}) {
+          const int num_kv_heads = 2;
+          const AttentionShape shape{num_kv_heads * group, num_kv_heads, head_dim,
+                                     1.0f / std::sqrt(float(head_dim))};
+          PagedBatch batch;
+          MakePagedBatch(KvDtype::kFp8E4M3, block_tokens, num_kv_heads, head_dim, shape.num_heads,
+                         {{1000, 1}, {2000, 2}, {600, 100}, {3 * block_tokens, 3 * block_tokens}}, seed++, batch,
+                         key_outlier);
+          ThreadPool pool(2);
+          RunReference(shape, batch, pool);
+          std::vector<PagedAttentionSequence> views = Views(batch);
+          ClearOutputs(batch);
+          PagedAttention(shape, batch.layer, views, pool, AttentionMath::kF32);
+          const double fp8_error = MeanAbsErrorAgainst(batch, &PagedBatch::Sequence::original_out);
+          ClearOutputs(batch);
+          PagedAttention(shape, batch.layer, views, pool, AttentionMath::kInt8Scores);
+          const double int8_error = MeanAbsErrorAgainst(batch, &PagedBatch::Sequence::original_out);
+          const double int8_vs_fp8_cache = MeanAbsErrorAgainst(batch, &PagedBatch::Sequence::reference_out);
+          SCOPED_TRACE(testing::Message() << "outlier " << key_outlier << " block " << block_tokens << " dim "
+                                          << head_dim << " group " << group << ": mean abs error fp8 " << fp8_error
+                                          << ", int8 " << int8_error << ", int8 against the fp8 cache in f32 "
+                                          << int8_vs_fp8_cache);
+          EXPECT_GT(fp8_error, 0.0);
+          EXPECT_LE(int8_error, ratio_bound * fp8_error);
+          EXPECT_LE(int8_vs_fp8_cache, own_bound * fp8_error);
+          if (key_outlier == 1.0f) {
+            EXPECT_LE(RelativeRmsError(batch), kFp8RmsBound);
+          }
+        }
+      }
+    }
   }
 }
 

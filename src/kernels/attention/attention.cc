@@ -13,11 +13,33 @@ namespace tetra {
 
 namespace attention_internal {
 
-AttendFn BestAttendFn() {
+namespace {
+
+#if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
+// CpuFeatures has no VL or VBMI; the compiler's CPU model has.
+bool CpuRunsAvx512Vnni() {
+  static const bool runs = [] {
+    const CpuFeatures& cpu = GetCpuFeatures();
+    __builtin_cpu_init();
+    return cpu.avx512f && cpu.avx512bw && cpu.avx512vnni && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi");
+  }();
+  return runs;
+}
+#endif
+
+}  // namespace
+
+AttendFn BestAttendFn(bool int8_scores) {
 #if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
   const CpuFeatures& cpu = GetCpuFeatures();
+  // For f32 scores the VNNI build is the avx512 one with more flags; the
+  // avx512 build stays the default there.
+  if (int8_scores && CpuRunsAvx512Vnni()) return AttendAvx512Vnni;
   if (cpu.avx512f) return AttendAvx512;
-  if (cpu.avx2 && cpu.fma) return AttendAvx2;
+  if (cpu.avx2 && cpu.fma && cpu.f16c) return AttendAvx2;
+#else
+  (void)int8_scores;
 #endif
   return AttendGeneric;
 }
@@ -60,7 +82,7 @@ struct CallScratch {
 };
 
 void CheckInputs(const AttentionShape& shape, const KvLayerView& layer,
-                 std::span<const PagedAttentionSequence> sequences) {
+                 std::span<const PagedAttentionSequence> sequences, AttentionMath math) {
   TETRA_CHECK(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
               "{} q heads over {} KV heads", shape.num_heads, shape.num_kv_heads);
   TETRA_CHECK(shape.num_heads / shape.num_kv_heads <= kMaxQueryHeadsPerKvHead,
@@ -70,6 +92,8 @@ void CheckInputs(const AttentionShape& shape, const KvLayerView& layer,
               "layer has {} KV heads of {} dims, attention {} of {}", layer.num_kv_heads, layer.head_dim,
               shape.num_kv_heads, shape.head_dim);
   TETRA_CHECK(layer.block_tokens > 0, "layer block_tokens {}", layer.block_tokens);
+  TETRA_CHECK(math != AttentionMath::kInt8Scores || shape.head_dim <= kMaxInt8ScoresHeadDim,
+              "int8 scores with head_dim {} over {}", shape.head_dim, kMaxInt8ScoresHeadDim);
   for (size_t s = 0; s < sequences.size(); ++s) {
     const PagedAttentionSequence& seq = sequences[s];
     TETRA_CHECK(0 <= seq.num_tokens && seq.num_tokens <= seq.kv.length,
@@ -87,13 +111,17 @@ void CheckInputs(const AttentionShape& shape, const KvLayerView& layer,
   }
 }
 
-AttendFn AttendFnFor(AttentionIsa isa) {
+AttendFn AttendFnFor(AttentionIsa isa, AttentionMath math) {
   switch (isa) {
-    case AttentionIsa::kBest: return attention_internal::BestAttendFn();
+    case AttentionIsa::kBest: return attention_internal::BestAttendFn(math == AttentionMath::kInt8Scores);
     case AttentionIsa::kGeneric: return attention_internal::AttendGeneric;
 #if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
     case AttentionIsa::kAvx2: return attention_internal::AttendAvx2;
     case AttentionIsa::kAvx512: return attention_internal::AttendAvx512;
+    case AttentionIsa::kAvx512Vnni:
+      TETRA_CHECK(attention_internal::CpuRunsAvx512Vnni(),
+                  "attention kernel avx512vnni: this CPU lacks AVX-512 BW, VL, VNNI or VBMI");
+      return attention_internal::AttendAvx512Vnni;
 #else
     default: break;
 #endif
@@ -143,8 +171,9 @@ std::vector<AttentionIsa> SupportedAttentionIsas() {
   std::vector<AttentionIsa> isas = {AttentionIsa::kGeneric};
 #if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
   const CpuFeatures& cpu = GetCpuFeatures();
-  if (cpu.avx2 && cpu.fma) isas.push_back(AttentionIsa::kAvx2);
+  if (cpu.avx2 && cpu.fma && cpu.f16c) isas.push_back(AttentionIsa::kAvx2);
   if (cpu.avx512f) isas.push_back(AttentionIsa::kAvx512);
+  if (attention_internal::CpuRunsAvx512Vnni()) isas.push_back(AttentionIsa::kAvx512Vnni);
 #endif
   return isas;
 }
@@ -155,6 +184,15 @@ const char* AttentionIsaName(AttentionIsa isa) {
     case AttentionIsa::kGeneric: return "generic";
     case AttentionIsa::kAvx2: return "avx2";
     case AttentionIsa::kAvx512: return "avx512";
+    case AttentionIsa::kAvx512Vnni: return "avx512vnni";
+  }
+  return "unknown";
+}
+
+const char* AttentionMathName(AttentionMath math) {
+  switch (math) {
+    case AttentionMath::kF32: return "f32";
+    case AttentionMath::kInt8Scores: return "int8";
   }
   return "unknown";
 }
@@ -185,14 +223,15 @@ std::vector<int> PlanKvSplits(std::span<const int64_t> kv_lengths, int num_kv_he
 }
 
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
-                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool) {
-  PagedAttention(shape, layer, sequences, pool, AttentionIsa::kBest);
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionMath math) {
+  PagedAttention(shape, layer, sequences, pool, AttentionIsa::kBest, math);
 }
 
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
-                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa) {
-  CheckInputs(shape, layer, sequences);
-  const AttendFn attend = AttendFnFor(isa);
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa,
+                    AttentionMath math) {
+  CheckInputs(shape, layer, sequences, math);
+  const AttendFn attend = AttendFnFor(isa, math);
   const int group = shape.num_heads / shape.num_kv_heads;
   const int dim = shape.head_dim;
   const int block_tokens = layer.block_tokens;
@@ -208,6 +247,7 @@ void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
   base.group = group;
   base.num_heads = shape.num_heads;
   base.log2_scale = shape.scale * std::numbers::log2e_v<float>;
+  base.int8_scores = math == AttentionMath::kInt8Scores;
 
   // Decode sequences: the split plan over their KV lengths.
   scratch.decode_lengths.clear();

@@ -28,16 +28,33 @@ struct PagedAttentionSequence {
   float* out = nullptr;  // [num_tokens, num_heads, head_dim]
 };
 
+// How scores (q . k) are computed over full FP8 blocks.
+//   kF32: keys dequantized to f32 (and every block of every dtype).
+//   kInt8Scores: int8 dot products (SageAttention-style): each query row
+//     quantized to int8 (per row, symmetric) once per work item, each key
+//     code mapped by a fixed table to int8 at the block's scale x 448 / 127.
+//     Softmax and P.V stay f32. Open (f32) blocks and BF16/F32 layers score
+//     in f32 either way. Every ISA build computes the same integers:
+//     kAvx512Vnni with vpdpbusd (about 1.8x faster decode), the others with
+//     f32 FMAs on exact integers (about their f32 speed).
+// doc/attention.md has the math and its accuracy.
+enum class AttentionMath : uint8_t { kF32, kInt8Scores };
+const char* AttentionMathName(AttentionMath math);
+
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
-                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool);
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool,
+                    AttentionMath math = AttentionMath::kF32);
 
 // The instruction sets the tile kernel is built for; kBest is the fastest
-// this CPU runs. The overload below pins one (tests run every supported one).
-enum class AttentionIsa : uint8_t { kBest, kGeneric, kAvx2, kAvx512 };
-std::vector<AttentionIsa> SupportedAttentionIsas();  // kGeneric first, the best last
+// this CPU runs for the math (for kF32 the avx512 build, for kInt8Scores the
+// avx512vnni one, when the CPU has them). The overload below pins one (tests
+// run every supported one). kAvx512Vnni needs AVX-512 F, BW, VL, VNNI and VBMI.
+enum class AttentionIsa : uint8_t { kBest, kGeneric, kAvx2, kAvx512, kAvx512Vnni };
+std::vector<AttentionIsa> SupportedAttentionIsas();  // kGeneric first, then by ISA level
 const char* AttentionIsaName(AttentionIsa isa);
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
-                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa);
+                    std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa,
+                    AttentionMath math = AttentionMath::kF32);
 
 // The split-KV plan for decode sequences (exposed for tests): how many parts
 // each sequence's KV is cut into, given the KV lengths and thread count.
@@ -58,5 +75,8 @@ inline constexpr int64_t kMaxDecodeTokens = 4;
 // The most query heads one KV head may serve (GQA group); model loading
 // refuses configs beyond it.
 inline constexpr int kMaxQueryHeadsPerKvHead = 256;
+// The largest head_dim kInt8Scores takes: its integer dot products (at most
+// 127 x 127 x head_dim) stay exact in f32.
+inline constexpr int kMaxInt8ScoresHeadDim = 1024;
 
 }  // namespace tetra

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string_view>
 
 #include "kernels/attention/paged_kv.h"
 
@@ -32,6 +31,8 @@ struct AttendTask {
   // group, row t * group + g) the running max m (base 2; -inf when the row saw
   // no key), the sum l of 2^(s - m), and the unnormalized sum of 2^(s - m) v.
   float* partial = nullptr;
+  // AttentionMath::kInt8Scores: full FP8 blocks score with int8 dot products.
+  bool int8_scores = false;
 };
 
 using AttendFn = void (*)(const AttendTask& task);
@@ -43,10 +44,10 @@ void AttendGeneric(const AttendTask& task);
 #if defined(TETRA_ATTENTION_HAVE_X86_KERNELS)
 void AttendAvx2(const AttendTask& task);
 void AttendAvx512(const AttendTask& task);
+void AttendAvx512Vnni(const AttendTask& task);  // needs AVX-512 F, BW, VL, VNNI and VBMI
 #endif
 
-// The fastest kernel this CPU runs, and its name ("avx512", "avx2", "generic").
-AttendFn BestAttendFn();
-std::string_view BestAttendIsaName();
+// The fastest kernel this CPU runs for f32 scores or for int8 scores.
+AttendFn BestAttendFn(bool int8_scores);
 
 }  // namespace tetra::attention_internal

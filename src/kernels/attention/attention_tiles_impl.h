@@ -17,15 +17,29 @@
 //   values   [Kp, Dp] the tile's values
 //   scores   [R, Kp]  base-2 scores, then the tile's probabilities
 //   max, sum [R]; acc [R, Dp]  the online-softmax state
+// and for int8 scores (task.int8_scores, full FP8 blocks only):
+//   q8       [R, Dp]  int8 queries (bytes in the VNNI build, else f32);
+//                     q_scale, q_bias [R] their scales and the VNNI build's
+//                     correction for its biased keys
+//   keys8    Dp x Kp bytes: the VNNI build's int8 keys (the others put
+//                     theirs in keys, as f32)
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
+#endif
+
+// The build with AVX-512 VNNI and VBMI computes int8 scores with vpdpbusd
+// over keys looked up with vpermi2b; the others hold the same integers in
+// f32 and use the f32 score kernel, exact (see "int8 scores" below).
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI__)
+#define TETRA_ATTEND_INT8_VNNI 1
 #endif
 
 #include "base/check.h"
@@ -43,10 +57,38 @@ namespace tetra::attention_internal {
 namespace {
 
 #define TETRA_INLINE [[gnu::always_inline]] inline
+// Passes a braced list of shuffle indices through a macro argument.
+#define TETRA_EXPAND(...) __VA_ARGS__
 // Loops over register tiles must unroll fully, or their arrays live in memory.
 #define TETRA_UNROLL _Pragma("GCC unroll 16")
 
 constexpr int kLanes = 16;
+// 16-lane column blocks per register tile of the score and P.V loops: two
+// with 32 zmm registers; one where a 16-lane vector takes two of 16
+// registers (AVX2) or four (SSE), or the 4 x 2 tile spills its accumulators.
+#if defined(__AVX512F__)
+constexpr int kColumnBlocks = 2;
+#else
+constexpr int kColumnBlocks = 1;
+#endif
+// The widest vector the build holds in one register. The score and P.V
+// loops keep their accumulators in these: GCC keeps a 16-lane vector that
+// spans registers in memory across loop iterations, with scalar moves.
+#if defined(__AVX512F__)
+constexpr int kNativeLanes = 16;
+#elif defined(__AVX__)
+constexpr int kNativeLanes = 8;
+#else
+constexpr int kNativeLanes = 4;
+#endif
+typedef float Native __attribute__((vector_size(4 * kNativeLanes)));
+TETRA_INLINE Native LoadNative(const float* p) {
+  Native v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+TETRA_INLINE void StoreNative(float* p, Native v) { std::memcpy(p, &v, sizeof(v)); }
+TETRA_INLINE Native SplatNative(float x) { return Native{} + x; }
 typedef float F16v __attribute__((vector_size(64)));
 typedef int32_t I16v __attribute__((vector_size(64)));
 typedef uint32_t U16v __attribute__((vector_size(64)));
@@ -58,7 +100,24 @@ TETRA_INLINE F16v Load(const float* p) {
   return v;
 }
 TETRA_INLINE void Store(float* p, F16v v) { std::memcpy(p, &v, sizeof(v)); }
-TETRA_INLINE F16v Splat(float x) { return F16v{} + x; }
+// Where 64-byte vectors are not native (the AVX2 and portable builds), GCC
+// lowers `F16v{} + x` through 16 scalar stores to the stack (30% of decode
+// time there); two 8-lane halves joined stay in registers.
+TETRA_INLINE F16v Splat(float x) {
+#if defined(__AVX512F__)
+  return F16v{} + x;
+#elif defined(__AVX__)
+  const F8v half = (F8v)_mm256_set1_ps(x);
+  return __builtin_shufflevector(half, half, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+#elif defined(__SSE2__)
+  typedef float F4v __attribute__((vector_size(16)));
+  const F4v quarter = (F4v)_mm_set1_ps(x);
+  const F8v half = __builtin_shufflevector(quarter, quarter, 0, 1, 2, 3, 0, 1, 2, 3);
+  return __builtin_shufflevector(half, half, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+#else
+  return F16v{} + x;
+#endif
+}
 TETRA_INLINE F16v LaneIndex() { return F16v{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
 
 TETRA_INLINE float HorizontalSum(F16v v) {
@@ -123,11 +182,12 @@ TETRA_INLINE U16v LoadWidenHalves(const uint8_t* p) {
 // Transposes 16 vectors of 16 lanes in place (m[i][l] becomes m[l][i]):
 // at each scale s = 8, 4, 2, 1, rows i and i + s swap their off-diagonal
 // s-lane blocks.
-TETRA_INLINE void Transpose16x16(F16v (&m)[16]) {
+template <typename V>
+TETRA_INLINE void Transpose16x16(V (&m)[16]) {
 #define TETRA_TRANSPOSE_STAGE(S, LO, HI)                   \
   TETRA_UNROLL for (int i = 0; i < 16; ++i) {              \
     if (i & S) continue;                                   \
-    const F16v a = m[i], b = m[i + S];                     \
+    const V a = m[i], b = m[i + S];                        \
     m[i] = __builtin_shufflevector(a, b, LO);              \
     m[i + S] = __builtin_shufflevector(a, b, HI);          \
   }
@@ -154,6 +214,44 @@ TETRA_INLINE void Transpose16x16(F16v (&m)[16]) {
 #undef TETRA_HI1
 }
 
+#if !defined(__AVX512F__)
+// Where 16 lanes take two (AVX2) or four registers, a 16 x 16 transpose in
+// registers spills badly (decode ran 7x slower per key than AVX-512). This
+// path goes through a 1 KiB tile in L1 and transposes 8 x 8 blocks of native
+// 8-lane vectors instead: rows i and i + s swap their off-diagonal s-lane
+// blocks for s = 4, 2, 1.
+TETRA_INLINE void Transpose8x8(F8v (&m)[8]) {
+#define TETRA_TRANSPOSE_STAGE(S, LO, HI)          \
+  TETRA_UNROLL for (int i = 0; i < 8; ++i) {      \
+    if (i & S) continue;                          \
+    const F8v a = m[i], b = m[i + S];             \
+    m[i] = __builtin_shufflevector(a, b, LO);     \
+    m[i + S] = __builtin_shufflevector(a, b, HI); \
+  }
+  TETRA_TRANSPOSE_STAGE(4, TETRA_EXPAND(0, 1, 2, 3, 8, 9, 10, 11), TETRA_EXPAND(4, 5, 6, 7, 12, 13, 14, 15))
+  TETRA_TRANSPOSE_STAGE(2, TETRA_EXPAND(0, 1, 8, 9, 4, 5, 12, 13), TETRA_EXPAND(2, 3, 10, 11, 6, 7, 14, 15))
+  TETRA_TRANSPOSE_STAGE(1, TETRA_EXPAND(0, 8, 2, 10, 4, 12, 6, 14), TETRA_EXPAND(1, 9, 3, 11, 5, 13, 7, 15))
+#undef TETRA_TRANSPOSE_STAGE
+}
+
+// Writes the transpose of rows[16] (row j: key j, lane i: dim i) to
+// dst[i * stride + j] for dims i < dims and all 16 keys.
+TETRA_INLINE void StoreTransposed(const F16v (&rows)[16], int dims, float* dst, int64_t stride) {
+  alignas(64) float tile[16][16];
+  TETRA_UNROLL for (int j = 0; j < 16; ++j) Store(tile[j], rows[j]);
+  for (int i0 = 0; i0 < dims; i0 += 8) {
+    for (int j0 = 0; j0 < 16; j0 += 8) {
+      F8v block[8];
+      TETRA_UNROLL for (int r = 0; r < 8; ++r) std::memcpy(&block[r], &tile[j0 + r][i0], sizeof(F8v));
+      Transpose8x8(block);
+      for (int i = 0; i < 8 && i0 + i < dims; ++i) {
+        std::memcpy(dst + static_cast<int64_t>(i0 + i) * stride + j0, &block[i], sizeof(F8v));
+      }
+    }
+  }
+}
+#endif
+
 // 2^t for t <= 0 (clamped below at -126, where the result is negligible
 // against the row's maximum 2^0): t = n + f with n an integer and
 // |f| <= 1/2, 2^f by its Taylor polynomial of degree 6 (relative error
@@ -179,13 +277,16 @@ TETRA_INLINE F16v Exp2(F16v t) {
 // rebuilt from their bits: a code c reads as kFp8ChunkUnit x e4m3(c) (exact
 // for every code the KV cache writes; the NaN codes 0x7f/0xff, which it
 // never writes, read as +-480 units).
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__F16C__))
 // The code's bits, sign extended and shifted, are the binary16 number
 // e4m3(c) / 256, subnormals included, which vcvtph2ps widens.
+#define TETRA_FP8_VIA_HALF 1
 constexpr float kFp8ChunkUnit = 1.0f / 256.0f;
 #else
 constexpr float kFp8ChunkUnit = 1.0f;
 #endif
+// What one unit of an int8 key (below) is worth in units of its block's scale.
+constexpr float kInt8KeyUnit = kFp8E4M3Max / 127.0f;
 
 template <KvDtype kDtype>
 TETRA_INLINE float ConvertOne(const uint8_t* src, int i) {
@@ -226,6 +327,13 @@ TETRA_INLINE F16v ConvertChunk(const uint8_t* src, int count) {
     const __m256i words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
     const __m256i half_bits = _mm256_and_si256(_mm256_slli_epi16(words, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
     return (F16v)_mm512_maskz_cvtph_ps(0xffff, half_bits);
+#elif defined(TETRA_FP8_VIA_HALF)
+    // The same with two 8-lane conversions (AVX2 + F16C).
+    const __m256i words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+    const __m256i half_bits = _mm256_and_si256(_mm256_slli_epi16(words, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
+    const F8v low = (F8v)_mm256_cvtph_ps(_mm256_castsi256_si128(half_bits));
+    const F8v high = (F8v)_mm256_cvtph_ps(_mm256_extracti128_si256(half_bits, 1));
+    return __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #else
     const U16v code = LoadWidenBytes(src);
     const U16v magnitude = code & 0x7fu;
@@ -238,38 +346,59 @@ TETRA_INLINE F16v ConvertChunk(const uint8_t* src, int count) {
   }
 }
 
-// 64-byte aligned floats, grown on demand and never shrunk.
-class AlignedFloats {
+// What the int8 queries are stored as: bytes for vpdpbusd, or f32 holding
+// the same integers for the f32 score kernel.
+#if defined(TETRA_ATTEND_INT8_VNNI)
+using Int8Lane = int8_t;
+#else
+using Int8Lane = float;
+#endif
+
+// 64-byte aligned arrays, grown on demand and never shrunk.
+template <typename T>
+class AlignedArray {
  public:
-  AlignedFloats() = default;
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
-  ~AlignedFloats() { std::free(data_); }
+  AlignedArray() = default;
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  ~AlignedArray() { std::free(data_); }
   void Reserve(size_t n) {
     if (n <= size_) return;
     std::free(data_);
-    data_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-    TETRA_CHECK(data_ != nullptr, "attention scratch of {} floats", n);
+    data_ = static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
+    TETRA_CHECK(data_ != nullptr, "attention scratch of {} elements", n);
     size_ = n;
   }
-  float* data() { return data_; }
+  T* data() { return data_; }
 
  private:
-  float* data_ = nullptr;
+  T* data_ = nullptr;
   size_t size_ = 0;
 };
+using AlignedFloats = AlignedArray<float>;
 
 struct Scratch {
   AlignedFloats q, keys, values, scores, max, sum, acc;
-  void Reserve(int rows, int padded_dim, int padded_keys) {
-    auto grow = [](AlignedFloats& v, size_t n) { v.Reserve(n); };
-    grow(q, static_cast<size_t>(rows) * padded_dim);
-    grow(keys, static_cast<size_t>(padded_dim) * padded_keys);
-    grow(values, static_cast<size_t>(padded_keys) * padded_dim);
-    grow(scores, static_cast<size_t>(rows) * padded_keys);
-    grow(max, static_cast<size_t>(rows));
-    grow(sum, static_cast<size_t>(rows));
-    grow(acc, static_cast<size_t>(rows) * padded_dim);
+  AlignedArray<Int8Lane> q8;
+  AlignedFloats q_scale;
+  AlignedArray<int32_t> q_bias;
+  AlignedArray<uint8_t> keys8;
+  void Reserve(int rows, int padded_dim, int padded_keys, bool int8_scores) {
+    q.Reserve(static_cast<size_t>(rows) * padded_dim);
+    keys.Reserve(static_cast<size_t>(padded_dim) * padded_keys);
+    values.Reserve(static_cast<size_t>(padded_keys) * padded_dim);
+    scores.Reserve(static_cast<size_t>(rows) * padded_keys);
+    max.Reserve(static_cast<size_t>(rows));
+    sum.Reserve(static_cast<size_t>(rows));
+    acc.Reserve(static_cast<size_t>(rows) * padded_dim);
+    if (int8_scores) {
+      q8.Reserve(static_cast<size_t>(rows) * padded_dim);
+      q_scale.Reserve(static_cast<size_t>(rows));
+      q_bias.Reserve(static_cast<size_t>(rows));
+#if defined(TETRA_ATTEND_INT8_VNNI)
+      keys8.Reserve(static_cast<size_t>(padded_dim) * padded_keys);
+#endif
+    }
   }
 };
 
@@ -278,17 +407,18 @@ struct Scratch {
 template <int NR, int NC>
 TETRA_INLINE void ScoresTransposedBlock(const float* q, int q_stride, const float* keys_t, int key_stride, int dim,
                                         float* scores, int score_stride) {
-  F16v acc[NR][NC] = {};
+  constexpr int P = NC * kLanes / kNativeLanes;  // native vectors per row
+  Native acc[NR][P] = {};
   for (int i = 0; i < dim; ++i) {
-    F16v k[NC];
-    TETRA_UNROLL for (int c = 0; c < NC; ++c) k[c] = Load(keys_t + static_cast<int64_t>(i) * key_stride + c * kLanes);
+    Native k[P];
+    TETRA_UNROLL for (int c = 0; c < P; ++c) k[c] = LoadNative(keys_t + static_cast<int64_t>(i) * key_stride + c * kNativeLanes);
     TETRA_UNROLL for (int r = 0; r < NR; ++r) {
-      const F16v qi = Splat(q[r * q_stride + i]);
-      TETRA_UNROLL for (int c = 0; c < NC; ++c) acc[r][c] += qi * k[c];
+      const Native qi = SplatNative(q[r * q_stride + i]);
+      TETRA_UNROLL for (int c = 0; c < P; ++c) acc[r][c] += qi * k[c];
     }
   }
   TETRA_UNROLL for (int r = 0; r < NR; ++r) {
-    TETRA_UNROLL for (int c = 0; c < NC; ++c) Store(scores + r * score_stride + c * kLanes, acc[r][c]);
+    TETRA_UNROLL for (int c = 0; c < P; ++c) StoreNative(scores + r * score_stride + c * kNativeLanes, acc[r][c]);
   }
 }
 
@@ -296,8 +426,8 @@ template <int NR>
 TETRA_INLINE void ScoresTransposedRows(const float* q, int q_stride, const float* keys_t, int key_stride, int dim,
                                        int padded_keys, float* scores, int score_stride) {
   int c = 0;
-  for (; c + 2 * kLanes <= padded_keys; c += 2 * kLanes) {
-    ScoresTransposedBlock<NR, 2>(q, q_stride, keys_t + c, key_stride, dim, scores + c, score_stride);
+  for (; c + kColumnBlocks * kLanes <= padded_keys; c += kColumnBlocks * kLanes) {
+    ScoresTransposedBlock<NR, kColumnBlocks>(q, q_stride, keys_t + c, key_stride, dim, scores + c, score_stride);
   }
   if (c < padded_keys) ScoresTransposedBlock<NR, 1>(q, q_stride, keys_t + c, key_stride, dim, scores + c, score_stride);
 }
@@ -307,20 +437,21 @@ TETRA_INLINE void ScoresTransposedRows(const float* q, int q_stride, const float
 template <int NR, int NC>
 TETRA_INLINE void AccumulateBlock(const float* p, int p_stride, const float* values, int value_stride,
                                   int num_keys, float* acc, int acc_stride) {
-  F16v a[NR][NC];
+  constexpr int P = NC * kLanes / kNativeLanes;
+  Native a[NR][P];
   TETRA_UNROLL for (int r = 0; r < NR; ++r) {
-    TETRA_UNROLL for (int c = 0; c < NC; ++c) a[r][c] = Load(acc + r * acc_stride + c * kLanes);
+    TETRA_UNROLL for (int c = 0; c < P; ++c) a[r][c] = LoadNative(acc + r * acc_stride + c * kNativeLanes);
   }
   for (int j = 0; j < num_keys; ++j) {
-    F16v v[NC];
-    TETRA_UNROLL for (int c = 0; c < NC; ++c) v[c] = Load(values + static_cast<int64_t>(j) * value_stride + c * kLanes);
+    Native v[P];
+    TETRA_UNROLL for (int c = 0; c < P; ++c) v[c] = LoadNative(values + static_cast<int64_t>(j) * value_stride + c * kNativeLanes);
     TETRA_UNROLL for (int r = 0; r < NR; ++r) {
-      const F16v pj = Splat(p[r * p_stride + j]);
-      TETRA_UNROLL for (int c = 0; c < NC; ++c) a[r][c] += pj * v[c];
+      const Native pj = SplatNative(p[r * p_stride + j]);
+      TETRA_UNROLL for (int c = 0; c < P; ++c) a[r][c] += pj * v[c];
     }
   }
   TETRA_UNROLL for (int r = 0; r < NR; ++r) {
-    TETRA_UNROLL for (int c = 0; c < NC; ++c) Store(acc + r * acc_stride + c * kLanes, a[r][c]);
+    TETRA_UNROLL for (int c = 0; c < P; ++c) StoreNative(acc + r * acc_stride + c * kNativeLanes, a[r][c]);
   }
 }
 
@@ -328,8 +459,8 @@ template <int NR>
 TETRA_INLINE void AccumulateRows(const float* p, int p_stride, const float* values, int padded_dim, int num_keys,
                                  float* acc) {
   int c = 0;
-  for (; c + 2 * kLanes <= padded_dim; c += 2 * kLanes) {
-    AccumulateBlock<NR, 2>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
+  for (; c + kColumnBlocks * kLanes <= padded_dim; c += kColumnBlocks * kLanes) {
+    AccumulateBlock<NR, kColumnBlocks>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
   }
   if (c < padded_dim) AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
 }
@@ -358,6 +489,7 @@ struct TileSource {
   int64_t row_bytes;
   float key_scale;    // what the converted elements are multiplied by
   float value_scale;
+  float int8_key_scale;  // FP8: what the int8 keys (the table's) are multiplied by
 };
 
 TileSource SourceOfTile(const KvLayerView& layer, const KvSequenceView& kv, int h, int64_t block_index) {
@@ -372,20 +504,36 @@ TileSource SourceOfTile(const KvLayerView& layer, const KvSequenceView& kv, int 
     return {layer.dtype, layer.keys + first * bytes, layer.values + first * bytes,
             static_cast<int64_t>(layer.head_dim) * bytes,
             is_fp8 ? layer.key_scales[scale_index] / kFp8ChunkUnit : 1.0f,
-            is_fp8 ? layer.value_scales[scale_index] / kFp8ChunkUnit : 1.0f};
+            is_fp8 ? layer.value_scales[scale_index] / kFp8ChunkUnit : 1.0f,
+            is_fp8 ? layer.key_scales[scale_index] * kInt8KeyUnit : 1.0f};
   }
   const int64_t first = static_cast<int64_t>(h) * block_tokens * layer.head_dim;
   return {KvDtype::kF32, reinterpret_cast<const uint8_t*>(kv.open_keys + first),
           reinterpret_cast<const uint8_t*>(kv.open_values + first),
-          static_cast<int64_t>(layer.head_dim) * 4, 1.0f, 1.0f};
+          static_cast<int64_t>(layer.head_dim) * 4, 1.0f, 1.0f, 1.0f};
 }
 
-// One tile's keys to (unscaled) f32, transposed keys_t [dim, round16(num_keys)] (the
-// padding keys 0), built by 16 x 16 blocks; its values to f32 rows
-// values [num_keys, padded_dim] (the padding dims 0).
-template <KvDtype kDtype>
-void LoadTile(const TileSource& source, int num_keys, int dim, int padded_dim, int padded_keys, float* keys_t,
-              float* values) {
+// FP8 codes [0, count) to their int8 keys (the rest 0) as f32, for the
+// builds without VNNI (int8 scores below): round(e4m3 x 127 / 448), as the
+// table. e4m3 x 127 is exact (4 + 7 significant bits), and its exact
+// quotients by 448 lie at least 1/256 from a half, far beyond the rounding
+// of a product by f32(1/448); the one tie, 224 x 127 / 448 = 63.5, comes
+// out just above it (63.5000038) and so rounds to 64 like the table (every
+// code is checked in every build by attention_test).
+TETRA_INLINE F16v Int8KeyChunk(const uint8_t* src, int count) {
+  const F16v scaled = (ConvertChunk<KvDtype::kFp8E4M3>(src, count) * (127.0f / kFp8ChunkUnit)) * (1.0f / 448.0f);
+  const F16v round_magic = Splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const F16v k8 = (scaled + round_magic) - round_magic;
+  const F16v high = Splat(127.0f), low = Splat(-127.0f);
+  const F16v clamped = k8 > high ? high : k8;  // the NaN codes (never written) read as 136
+  return clamped < low ? low : clamped;
+}
+
+// One tile's keys to (unscaled) f32, transposed keys_t [dim, round16(num_keys)]
+// (the padding keys 0), built by 16 x 16 blocks. kInt8Keys (FP8 only): the
+// int8 keys of the codes instead (Int8KeyChunk).
+template <KvDtype kDtype, bool kInt8Keys = false>
+void LoadKeys(const TileSource& source, int num_keys, int dim, int padded_keys, float* keys_t) {
   constexpr int kBytes = kDtype == KvDtype::kF32 ? 4 : kDtype == KvDtype::kBf16 ? 2 : 1;
   for (int j0 = 0; j0 < num_keys; j0 += kLanes) {
     const int block_keys = std::min(kLanes, num_keys - j0);
@@ -394,14 +542,30 @@ void LoadTile(const TileSource& source, int num_keys, int dim, int padded_dim, i
       const int block_dims = std::min(kLanes, dim - i0);
       F16v block[kLanes];
       TETRA_UNROLL for (int j = 0; j < kLanes; ++j) {
-        block[j] = j < block_keys
-                       ? ConvertChunk<kDtype>(first_row + j * source.row_bytes + i0 * kBytes, block_dims)
-                       : F16v{};
+        const uint8_t* chunk = first_row + j * source.row_bytes + i0 * kBytes;
+        if (j >= block_keys) {
+          block[j] = F16v{};
+        } else if constexpr (kInt8Keys) {
+          block[j] = Int8KeyChunk(chunk, block_dims);
+        } else {
+          block[j] = ConvertChunk<kDtype>(chunk, block_dims);
+        }
       }
+#if defined(__AVX512F__)
       Transpose16x16(block);
       for (int i = 0; i < block_dims; ++i) Store(keys_t + static_cast<int64_t>(i0 + i) * padded_keys + j0, block[i]);
+#else
+      StoreTransposed(block, block_dims, keys_t + static_cast<int64_t>(i0) * padded_keys + j0, padded_keys);
+#endif
     }
   }
+}
+
+// One tile's values to (unscaled) f32 rows values [num_keys, padded_dim] (the
+// padding dims 0).
+template <KvDtype kDtype>
+void LoadValues(const TileSource& source, int num_keys, int dim, int padded_dim, float* values) {
+  constexpr int kBytes = kDtype == KvDtype::kF32 ? 4 : kDtype == KvDtype::kBf16 ? 2 : 1;
   for (int j = 0; j < num_keys; ++j) {
     const uint8_t* row = source.values + j * source.row_bytes;
     float* dst = values + static_cast<int64_t>(j) * padded_dim;
@@ -410,6 +574,199 @@ void LoadTile(const TileSource& source, int num_keys, int dim, int padded_dim, i
     }
   }
 }
+
+template <KvDtype kDtype>
+void LoadTile(const TileSource& source, int num_keys, int dim, int padded_dim, int padded_keys, float* keys_t,
+              float* values) {
+  LoadKeys<kDtype>(source, num_keys, dim, padded_keys, keys_t);
+  LoadValues<kDtype>(source, num_keys, dim, padded_dim, values);
+}
+
+// ---------------------------------------------------------------- int8 scores
+// For full FP8 blocks under AttentionMath::kInt8Scores. Each query row (the
+// scaled q) is quantized once per task, symmetric: q8 = rint(x * 127 / amax),
+// scale amax / 127. Each FP8 key code maps through one fixed table to
+// k8 = round(e4m3(code) * 127 / 448): since the block's scale maps its amax
+// to 448, that is the block quantized to int8 at scale key_scale * 448 / 127
+// (kInt8KeyUnit), with no per-block work. A score is then
+// (sum q8 k8) * q_scale * key_scale * 448 / 127, the integer sum exact and
+// exact in f32 too (|sum| <= 127 * 127 * dim < 2^24: PagedAttention checks
+// dim <= kMaxInt8ScoresHeadDim), so every build computes the same scores up
+// to the f32 rounding of the scale products.
+
+// kBiasedInt8Keys[m] = 128 + round(e4m3(m) * 127 / 448) for the magnitude
+// bits m = code & 0x7f (the one tie, 224 -> 63.5, rounds up either way), and
+// 255 for the NaN magnitude, which the cache never writes. A negative code's
+// biased key is 128 - k8, the table's entry negated modulo 256.
+constexpr std::array<uint8_t, 128> MakeBiasedInt8Keys() {
+  std::array<uint8_t, 128> table{};
+  for (int m = 0; m < 128; ++m) {
+    // e4m3: m / 2^9 below the smallest normal, else (8 + mantissa) * 2^(exponent - 10).
+    double value = m < 8 ? m / 512.0 : (8 + (m & 7)) / 1024.0;
+    for (int e = 0; m >= 8 && e < (m >> 3); ++e) value *= 2.0;
+    const int k8 = std::min(127, static_cast<int>(value * 127.0 / 448.0 + 0.5));
+    table[m] = static_cast<uint8_t>(128 + k8);
+  }
+  return table;
+}
+alignas(64) constexpr std::array<uint8_t, 128> kBiasedInt8Keys = MakeBiasedInt8Keys();
+static_assert(kBiasedInt8Keys[0x7e] == 255 && kBiasedInt8Keys[0x70] == 128 + 36 && kBiasedInt8Keys[0] == 128);
+
+// The task's rows of q [rows, padded_dim] (already scaled) to q8 [rows,
+// padded_dim] (padding 0), q_scale = amax / 127 and q_bias = -128 * sum(q8),
+// which cancels the VNNI build's key bias. A row whose amax is below 1e-30
+// (where 127 / amax may overflow) becomes zeros; NaN stays in q_scale.
+void QuantizeQueryRows(const float* q, int rows, int dim, int padded_dim, Int8Lane* q8, float* q_scale,
+                       int32_t* q_bias) {
+  for (int r = 0; r < rows; ++r) {
+    const float* x = q + static_cast<int64_t>(r) * padded_dim;
+    float amax = 0.0f;
+    for (int i = 0; i < dim; ++i) {
+      const float magnitude = std::fabs(x[i]);
+      if (!(magnitude <= amax)) amax = magnitude;  // NaN sticks
+    }
+    const bool is_tiny = amax < 1e-30f;
+    const float inverse = is_tiny ? 0.0f : 127.0f / amax;
+    Int8Lane* dst = q8 + static_cast<int64_t>(r) * padded_dim;
+    int32_t sum = 0;
+    for (int i = 0; i < dim; ++i) {
+      const long v = std::clamp(std::lrint(x[i] * inverse), -127L, 127L);
+      dst[i] = static_cast<Int8Lane>(v);
+      sum += static_cast<int32_t>(v);
+    }
+    std::fill(dst + dim, dst + padded_dim, Int8Lane{0});
+    q_scale[r] = is_tiny ? 0.0f : amax / 127.0f;
+    q_bias[r] = -128 * sum;
+  }
+}
+
+#if defined(TETRA_ATTEND_INT8_VNNI)
+// 64 FP8 codes to biased int8 keys k8 + 128: vpermi2b looks the magnitude up
+// in the two 64-byte halves of the table (index bits 0-6), then negative
+// codes take 0 - entry.
+TETRA_INLINE __m512i BiasedInt8Keys(__m512i codes, __m512i table_low, __m512i table_high) {
+  const __m512i magnitude = _mm512_permutex2var_epi8(table_low, codes, table_high);
+  return _mm512_mask_sub_epi8(magnitude, _mm512_movepi8_mask(codes), _mm512_setzero_si512(), magnitude);
+}
+
+// 16 keys x up to 64 dims of codes (row j at rows + j * row_bytes) to biased
+// keys, transposed by 32-bit words: out[g] lane j is key j's dims 4g..4g+3.
+// kFull: 16 keys of 64 dims, plain loads; else the first `num_keys` rows
+// (the others 0) and dims_mask's bytes (the others code 0, key 128).
+template <bool kFull>
+TETRA_INLINE void LoadKeySlab(const uint8_t* rows, int64_t row_bytes, int num_keys, __mmask64 dims_mask,
+                              __m512i table_low, __m512i table_high, I16v (&out)[kLanes]) {
+  TETRA_UNROLL for (int j = 0; j < kLanes; ++j) {
+    if (kFull) {
+      out[j] = (I16v)BiasedInt8Keys(_mm512_loadu_si512(rows + j * row_bytes), table_low, table_high);
+    } else {
+      out[j] = j < num_keys ? (I16v)BiasedInt8Keys(_mm512_maskz_loadu_epi8(dims_mask, rows + j * row_bytes),
+                                                   table_low, table_high)
+                            : I16v{};
+    }
+  }
+  Transpose16x16(out);
+}
+
+// One tile's keys as biased bytes k8 + 128, laid out for vpdpbusd: for each
+// group g of 4 dims, keys8[(g * padded_keys + j) * 4 + b] is key j's dim
+// 4g + b, so one 64-byte load holds 16 keys x 4 dims. Built 16 keys x 64
+// dims at a time: a table lookup per key, then a 16 x 16 transpose of 32-bit
+// words. Keys past num_keys (to the next 16) are 0, padding dims 128 (k8 0).
+void LoadKeysInt8(const TileSource& source, int num_keys, int dim, int padded_dim, int padded_keys, uint8_t* keys8) {
+  const __m512i table_low = _mm512_loadu_si512(kBiasedInt8Keys.data());
+  const __m512i table_high = _mm512_loadu_si512(kBiasedInt8Keys.data() + 64);
+  for (int j0 = 0; j0 < num_keys; j0 += kLanes) {
+    const int block_keys = std::min(kLanes, num_keys - j0);
+    const uint8_t* first_row = source.keys + j0 * source.row_bytes;
+    for (int i0 = 0; i0 < dim; i0 += 64) {
+      const int block_dims = std::min(64, dim - i0);
+      I16v block[kLanes];
+      if (block_keys == kLanes && block_dims == 64) {
+        LoadKeySlab<true>(first_row + i0, source.row_bytes, kLanes, ~__mmask64{0}, table_low, table_high, block);
+      } else {
+        const __mmask64 dims_mask = block_dims == 64 ? ~__mmask64{0} : (__mmask64{1} << block_dims) - 1;
+        LoadKeySlab<false>(first_row + i0, source.row_bytes, block_keys, dims_mask, table_low, table_high, block);
+      }
+      const int groups = std::min(kLanes, (padded_dim - i0) / 4);
+      uint8_t* dst = keys8 + (static_cast<int64_t>(i0 / 4) * padded_keys + j0) * 4;
+      for (int g = 0; g < groups; ++g) std::memcpy(dst + static_cast<int64_t>(g) * padded_keys * 4, &block[g], 64);
+    }
+  }
+}
+
+// scores[r][j] = (q8[r] . k8[j]) * q_scale[r] for NR rows and keys [0, 16 * NC)
+// of one column block, over `groups` groups of 4 dims: the accumulator starts
+// at q_bias, which takes off the keys' bias of 128.
+template <int NR, int NC>
+TETRA_INLINE void ScoresInt8Block(const int8_t* q8, int q_stride, const float* q_scale, const int32_t* q_bias,
+                                  const uint8_t* keys8, int64_t group_stride, int groups, float* scores,
+                                  int score_stride) {
+  __m512i acc[NR][NC];
+  TETRA_UNROLL for (int r = 0; r < NR; ++r) {
+    TETRA_UNROLL for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_set1_epi32(q_bias[r]);
+  }
+  for (int g = 0; g < groups; ++g) {
+    __m512i k[NC];
+    TETRA_UNROLL for (int c = 0; c < NC; ++c) k[c] = _mm512_load_si512(keys8 + g * group_stride + c * 64);
+    TETRA_UNROLL for (int r = 0; r < NR; ++r) {
+      int32_t q4;
+      std::memcpy(&q4, q8 + r * q_stride + 4 * g, sizeof(q4));
+      const __m512i qg = _mm512_set1_epi32(q4);
+      TETRA_UNROLL for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], k[c], qg);
+    }
+  }
+  TETRA_UNROLL for (int r = 0; r < NR; ++r) {
+    TETRA_UNROLL for (int c = 0; c < NC; ++c) {
+      Store(scores + r * score_stride + c * kLanes, __builtin_convertvector((I16v)acc[r][c], F16v) * q_scale[r]);
+    }
+  }
+}
+
+template <int NR>
+TETRA_INLINE void ScoresInt8Rows(const int8_t* q8, int q_stride, const float* q_scale, const int32_t* q_bias,
+                                 const uint8_t* keys8, int padded_keys, int /*num_keys*/, int dim, int tile_keys,
+                                 float* scores, int score_stride) {
+  const int64_t group_stride = static_cast<int64_t>(padded_keys) * 4;
+  const int groups = (dim + 3) / 4;
+  int c = 0;
+  for (; c + 4 * kLanes <= tile_keys; c += 4 * kLanes) {
+    ScoresInt8Block<NR, 4>(q8, q_stride, q_scale, q_bias, keys8 + c * 4, group_stride, groups, scores + c,
+                           score_stride);
+  }
+  const uint8_t* k = keys8 + c * 4;
+  float* s = scores + c;
+  switch ((tile_keys - c) / kLanes) {
+    case 3: ScoresInt8Block<NR, 3>(q8, q_stride, q_scale, q_bias, k, group_stride, groups, s, score_stride); break;
+    case 2: ScoresInt8Block<NR, 2>(q8, q_stride, q_scale, q_bias, k, group_stride, groups, s, score_stride); break;
+    case 1: ScoresInt8Block<NR, 1>(q8, q_stride, q_scale, q_bias, k, group_stride, groups, s, score_stride); break;
+    default: break;
+  }
+}
+#else
+// Other builds: the int8 keys as f32 (exact small integers) in the f32
+// kernel's transposed layout keys_t [dim, padded_keys], and the f32 score
+// kernel over them. Every product and partial sum is an integer of magnitude
+// below 127 * 127 * dim < 2^24, so f32 holds it exactly in any order: the
+// same integers as vpdpbusd.
+
+void LoadKeysInt8(const TileSource& source, int num_keys, int dim, int /*padded_dim*/, int padded_keys,
+                  float* keys_t) {
+  LoadKeys<KvDtype::kFp8E4M3, true>(source, num_keys, dim, padded_keys, keys_t);
+}
+
+// scores[r][j] = (q8[r] . k8[j]) * q_scale[r] for NR rows, keys [0, tile_keys).
+template <int NR>
+TETRA_INLINE void ScoresInt8Rows(const float* q8, int q_stride, const float* q_scale, const int32_t* /*q_bias*/,
+                                 const float* keys_t, int padded_keys, int /*num_keys*/, int dim, int tile_keys,
+                                 float* scores, int score_stride) {
+  ScoresTransposedRows<NR>(q8, q_stride, keys_t, padded_keys, dim, tile_keys, scores, score_stride);
+  TETRA_UNROLL for (int r = 0; r < NR; ++r) {
+    float* row = scores + r * score_stride;
+    for (int j = 0; j < tile_keys; j += kLanes) Store(row + j, Load(row + j) * q_scale[r]);
+  }
+}
+#endif
 
 }  // namespace
 
@@ -424,8 +781,11 @@ void TETRA_ATTEND_FN(const AttendTask& task) {
   const int rows = task.num_tokens * group;
   TETRA_CHECK(rows > 0 && rows <= kMaxTaskRows, "attention task of {} rows", rows);
 
+  // Int8 scores apply to the layer's full blocks only when they are FP8.
+  const bool int8_scores = task.int8_scores && layer.dtype == KvDtype::kFp8E4M3;
+
   thread_local Scratch scratch;
-  scratch.Reserve(rows, padded_dim, padded_keys);
+  scratch.Reserve(rows, padded_dim, padded_keys, int8_scores);
   float* const q = scratch.q.data();
   float* const keys = scratch.keys.data();
   float* const values = scratch.values.data();
@@ -445,6 +805,9 @@ void TETRA_ATTEND_FN(const AttendTask& task) {
     row_sum[r] = 0.0f;
   }
   std::fill(acc, acc + static_cast<int64_t>(rows) * padded_dim, 0.0f);
+  if (int8_scores) {
+    QuantizeQueryRows(q, rows, dim, padded_dim, scratch.q8.data(), scratch.q_scale.data(), scratch.q_bias.data());
+  }
 
   const int64_t last_position = task.first_position + task.num_tokens - 1;
   const int64_t key_end = std::min(task.key_end, last_position + 1);
@@ -453,25 +816,46 @@ void TETRA_ATTEND_FN(const AttendTask& task) {
     const int tile_keys = (num_keys + kLanes - 1) / kLanes * kLanes;  // score columns computed
     const TileSource source = SourceOfTile(layer, kv, task.kv_head, key_begin / block_tokens);
 
-    switch (source.dtype) {
-      case KvDtype::kF32: LoadTile<KvDtype::kF32>(source, num_keys, dim, padded_dim, padded_keys, keys, values); break;
-      case KvDtype::kBf16: LoadTile<KvDtype::kBf16>(source, num_keys, dim, padded_dim, padded_keys, keys, values); break;
-      case KvDtype::kFp8E4M3:
-        LoadTile<KvDtype::kFp8E4M3>(source, num_keys, dim, padded_dim, padded_keys, keys, values);
-        break;
-    }
+    const bool tile_int8 = int8_scores && source.dtype == KvDtype::kFp8E4M3;
+    if (tile_int8) {
+      // Base-2 scores [rows, tile_keys] in units of the int8 keys' scale.
+#if defined(TETRA_ATTEND_INT8_VNNI)
+      uint8_t* const keys8 = scratch.keys8.data();
+#else
+      float* const keys8 = keys;
+#endif
+      LoadKeysInt8(source, num_keys, dim, padded_dim, padded_keys, keys8);
+      LoadValues<KvDtype::kFp8E4M3>(source, num_keys, dim, padded_dim, values);
+      ForRowBlocks(rows, [&]<int NR>(int r) {
+        ScoresInt8Rows<NR>(scratch.q8.data() + static_cast<int64_t>(r) * padded_dim, padded_dim,
+                           scratch.q_scale.data() + r, scratch.q_bias.data() + r, keys8, padded_keys, num_keys, dim,
+                           tile_keys, scores + static_cast<int64_t>(r) * padded_keys, padded_keys);
+      });
+    } else {
+      switch (source.dtype) {
+        case KvDtype::kF32:
+          LoadTile<KvDtype::kF32>(source, num_keys, dim, padded_dim, padded_keys, keys, values);
+          break;
+        case KvDtype::kBf16:
+          LoadTile<KvDtype::kBf16>(source, num_keys, dim, padded_dim, padded_keys, keys, values);
+          break;
+        case KvDtype::kFp8E4M3:
+          LoadTile<KvDtype::kFp8E4M3>(source, num_keys, dim, padded_dim, padded_keys, keys, values);
+          break;
+      }
 
-    // Base-2 scores [rows, tile_keys].
-    ForRowBlocks(rows, [&]<int NR>(int r) {
-      ScoresTransposedRows<NR>(q + static_cast<int64_t>(r) * padded_dim, padded_dim, keys, padded_keys, dim,
-                               tile_keys, scores + static_cast<int64_t>(r) * padded_keys, padded_keys);
-    });
+      // Base-2 scores [rows, tile_keys].
+      ForRowBlocks(rows, [&]<int NR>(int r) {
+        ScoresTransposedRows<NR>(q + static_cast<int64_t>(r) * padded_dim, padded_dim, keys, padded_keys, dim,
+                                 tile_keys, scores + static_cast<int64_t>(r) * padded_keys, padded_keys);
+      });
+    }
 
     // Online softmax: each row's probabilities against its new maximum, the
     // old state rescaled. Keys after a row's position (diagonal tiles) and
     // the tile's padding get probability 0. The scores get the keys' block
     // scale here; the stored probabilities carry the values' block scale.
-    const float key_scale = source.key_scale;
+    const float key_scale = tile_int8 ? source.int8_key_scale : source.key_scale;
     const float value_scale = source.value_scale;
     int max_visible = 0;
     for (int r = 0; r < rows; ++r) {
@@ -533,4 +917,5 @@ void TETRA_ATTEND_FN(const AttendTask& task) {
 }  // namespace tetra::attention_internal
 
 #undef TETRA_INLINE
+#undef TETRA_EXPAND
 #undef TETRA_UNROLL
