@@ -70,6 +70,9 @@ StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, c
   options.pool = pool;
   TETRA_ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtype(KvCacheName(precision)));
   options.kv_block_tokens = precision.kv_block_tokens;
+  if (!precision.attention_math.empty()) {
+    options.attention_math = precision.attention_math == "int8" ? AttentionMath::kInt8Scores : AttentionMath::kF32;
+  }
   const auto start = std::chrono::steady_clock::now();
   auto model = LoadModel(path, options);
   if (!model.ok()) {
@@ -97,6 +100,10 @@ void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags) {
       ->check(CLI::IsMember({"fp8", "bf16", "f32"}));
   cmd->add_option("--kv-block", flags.kv_block_tokens, "KV cache block size in tokens, and FP8 scale group (default 64)")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--attention-math", flags.attention_math,
+                  "Attention scores over FP8 KV blocks: int8 (int8 dot products) or f32 "
+                  "(default: int8 with w4a8, f32 with reference weights)")
+      ->check(CLI::IsMember({"int8", "f32"}));
 }
 
 std::string DefaultModelPath() {

@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "kernels/attention/attention.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/linear.h"
@@ -32,6 +33,9 @@ struct LoadOptions {
   // exact path) and FP8 E4M3 for W4A8.
   std::optional<KvDtype> kv_dtype;
   int kv_block_tokens = 64;
+  // How attention scores full FP8 KV blocks (kernels/attention/attention.h);
+  // unset means int8 with W4A8 and f32 with reference weights.
+  std::optional<AttentionMath> attention_math{};
 };
 
 // One sequence's part of a batched step.

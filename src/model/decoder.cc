@@ -53,17 +53,21 @@ class Decoder : public Architecture {
 
   Status Load(const WeightSource& w, const LoadOptions& options) override {
     const ModelConfig& c = config_;
+    attention_math_ = options.attention_math.value_or(
+        options.weights == WeightFormat::kW4A8 ? AttentionMath::kInt8Scores : AttentionMath::kF32);
+    // Its integer sums are exact up to this head size; beyond it, f32.
+    if (c.head_dim > kMaxInt8ScoresHeadDim) attention_math_ = AttentionMath::kF32;
     // Binds a matrix for the chosen weight format (reference or packed).
     // Under W4A8 the FFN weights (experts, shared experts, dense FFNs) take 4
     // bits; attention projections keep 8 bits when the file holds 8 or more
     // (they are a small share of an MoE's weights but most of the 4-bit
-    // error: on the MoE fixtures mean KL 0.025 -> 0.011), and stay 4-bit
-    // when the file is already quantized below 8 bits (repacked losslessly).
+    // error: on the MoE fixtures mean KL 0.025 -> 0.011) and Q6_K's 6 bits;
+    // lower-bit files stay at their 4 bits (Q4_0/Q4_1/Q4_K repack losslessly).
     auto bind = [&](const std::string& tensor, int64_t rows, int64_t cols,
                     bool is_attention = false) -> StatusOr<Linear> {
       auto view = w.Matrix(tensor, rows, cols);
       if (!view.ok()) return view.status();
-      const bool eight_bit = is_attention && HoldsEightBitsOrMore(view->dtype);
+      const bool eight_bit = is_attention && (HoldsEightBitsOrMore(view->dtype) || view->dtype == DType::kQ6_K);
       return Linear::Bind(*view, options.weights, w.display_path() + ": " + tensor, eight_bit, options.pool);
     };
     auto bind_expert = [&](int layer, std::string_view kind, int e, int64_t rows, int64_t cols) -> StatusOr<Linear> {
@@ -242,7 +246,7 @@ class Decoder : public Architecture {
         sequences[i] = PagedAttentionSequence{&q[offset[i] * q_size], count, kv.View(layer, count),
                                               &attn[offset[i] * q_size]};
       }
-      PagedAttention(shape, kv_pool.layer(layer), sequences, pool);
+      PagedAttention(shape, kv_pool.layer(layer), sequences, pool, attention_math_);
       l.o.Apply(attn.data(), n, proj.data(), pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 
@@ -310,6 +314,7 @@ class Decoder : public Architecture {
   ModelConfig config_;
   MatrixView embedding_;
   Linear output_;
+  AttentionMath attention_math_ = AttentionMath::kF32;
   std::vector<float> output_norm_;
   RopeTable rope_;
   std::vector<LayerWeights> layers_;

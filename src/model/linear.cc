@@ -31,6 +31,12 @@ StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, co
                       weights.cols);
       return linear;
     }
+    if (eight_bit && weights.dtype == DType::kQ6_K && HasFastW6A8()) {
+      auto packed = PackW6(weights, pool);
+      if (!packed.ok()) return packed.status().WithPrefix(name + ": ");
+      linear.packed6_ = std::make_shared<const PackedW6>(std::move(packed).value());
+      return linear;
+    }
     if (eight_bit && HasFastW8A8()) {
       auto packed = PackW8(weights, pool);
       if (!packed.ok()) return packed.status().WithPrefix(name + ": ");
@@ -62,7 +68,9 @@ void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
   input->n = n;
   input->is_quantized = is_packed();
   if (input->is_quantized) {
-    const int group_size = packed8_ != nullptr ? PackedW8::kGroupSize : packed_->group_size;
+    const int group_size = packed8_ != nullptr   ? PackedW8::kGroupSize
+                           : packed6_ != nullptr ? PackedW6::kGroupSize
+                                                 : packed_->group_size;
     QuantizeActivations(x, n, view_.cols, group_size, &input->quantized);
   }
 }
@@ -72,6 +80,9 @@ void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_
   if (packed8_ != nullptr) {
     TETRA_CHECK(input.is_quantized, "input prepared for another format");
     GemmW8A8(*packed8_, input.quantized, y, y_stride, row_begin, row_end);
+  } else if (packed6_ != nullptr) {
+    TETRA_CHECK(input.is_quantized, "input prepared for another format");
+    GemmW6A8(*packed6_, input.quantized, y, y_stride, row_begin, row_end);
   } else if (packed_ != nullptr) {
     TETRA_CHECK(input.is_quantized, "input prepared for another format");
     GemmW4A8(*packed_, input.quantized, y, y_stride, row_begin, row_end);

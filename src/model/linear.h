@@ -13,6 +13,7 @@
 #include "base/thread_pool.h"
 #include "kernels/w4a8/packed_w4.h"
 #include "kernels/w4a8/quantize_activations.h"
+#include "kernels/w4a8/w6a8.h"
 #include "kernels/w4a8/w8a8.h"
 #include "tensor/matrix_view.h"
 
@@ -42,9 +43,10 @@ class Linear {
   Linear() = default;
   // W4A8 falls back to the reference path for matrices whose rows are not
   // whole 32-value groups (logged once per matrix at debug level).
-  // `eight_bit` keeps 8-bit weight precision in W4A8, for layers where 4 bits
-  // cost too much accuracy (the output head): W8A8 where the CPU has AVX-512
-  // VNNI, else two 4-bit planes on the W4A8 kernels.
+  // `eight_bit` keeps the stored precision up to 8 bits in W4A8, for layers
+  // where 4 bits cost too much accuracy (the output head, attention): Q6_K
+  // runs as W6A8 and other types as W8A8 where the CPU has AVX-512 VNNI,
+  // else as two 4-bit planes on the W4A8 kernels.
   // With a pool, packing runs in parallel on it.
   static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
                                bool eight_bit = false, ThreadPool* pool = nullptr);
@@ -61,13 +63,14 @@ class Linear {
   int64_t rows() const { return view_.rows; }
   int64_t cols() const { return view_.cols; }
   bool empty() const { return view_.empty(); }
-  bool is_packed() const { return packed_ != nullptr || packed8_ != nullptr; }
+  bool is_packed() const { return packed_ != nullptr || packed8_ != nullptr || packed6_ != nullptr; }
 
  private:
   MatrixView view_;
   std::shared_ptr<const PackedW4> packed_;      // null on the reference path
   std::shared_ptr<const PackedW4> packed_low_;  // low nibbles of 8-bit weights, or null
   std::shared_ptr<const PackedW8> packed8_;     // 8-bit weights on W8A8, or null
+  std::shared_ptr<const PackedW6> packed6_;     // Q6_K weights on W6A8, or null
 };
 
 // Several layers that read the same input (q, k and v; gate and up): the
