@@ -26,6 +26,10 @@ constexpr int kPrefetchBytes = 4096;
 template <int T, int kTiles, bool kHasMins>
 void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                 float (*out)[PackedW4::kTileRows]) {
+  // With 8 or more (tile, token) pairs there are enough independent chains:
+  // low and high nibbles share one accumulator, which keeps 4 tiles x 2
+  // tokens within the 32 registers.
+  constexpr bool kOneChain = kTiles * T >= 8;
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const int sub_blocks = w.group_size / PackedW4::kSubBlockInputs;
   const int8_t* x[T];
@@ -83,7 +87,11 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
           #pragma GCC unroll 4
           for (int i = 0; i < kTiles; ++i) {
             dot_low[i][t] = _mm512_dpbusd_epi32(dot_low[i][t], low[i], low_inputs);
-            dot_high[i][t] = _mm512_dpbusd_epi32(dot_high[i][t], high[i], high_inputs);
+            if constexpr (kOneChain) {
+              dot_low[i][t] = _mm512_dpbusd_epi32(dot_low[i][t], high[i], high_inputs);
+            } else {
+              dot_high[i][t] = _mm512_dpbusd_epi32(dot_high[i][t], high[i], high_inputs);
+            }
           }
         }
       }
@@ -101,7 +109,8 @@ void TileTokens(const PackedW4& w, const QuantizedActivations& a, int64_t tile, 
                                    : _mm512_mul_ps(scales, _mm512_set1_ps(-8.0f));
       #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(dot_low[i][t], dot_high[i][t]));
+        const __m512 dot =
+            _mm512_cvtepi32_ps(kOneChain ? dot_low[i][t] : _mm512_add_epi32(dot_low[i][t], dot_high[i][t]));
         const __m512 scales_times_token_scale = _mm512_mul_ps(scales, _mm512_set1_ps(token_scales[t][g]));
         sums[i][t] = _mm512_fmadd_ps(dot, scales_times_token_scale, sums[i][t]);
         sums[i][t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(scaled_group_sums[t][g]), sums[i][t]);
@@ -133,7 +142,7 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
   constexpr int kRows = PackedW4::kTileRows;
   const int64_t tile_begin = row_begin / kRows;
   const int64_t tile_end = (row_end + kRows - 1) / kRows;
-  alignas(64) float out[2 * kMaxTokensPerPass][kRows];  // 2 tiles x 4 tokens or 4 tiles x 1
+  alignas(64) float out[2 * kMaxTokensPerPass][kRows];  // 2 tiles x 4 tokens or 4 tiles x 2
   // Blocks of kTilesPerBlock tiles (~190 KB of weights at 2048 columns) stay
   // in L2 while every group of tokens passes over them; a group's activations
   // stay in L1 across the block's tiles.
@@ -143,9 +152,11 @@ void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float*
     for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
       const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
       for (int64_t tile = block; tile < block_end;) {
-        // Two tiles per pass where two remain; four for a single token.
-        const int tiles = n == 1 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
-        if (tiles == 4) {
+        // Two tiles per pass where two remain; four for one or two tokens.
+        const int tiles = n <= 2 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
+        if (tiles == 4 && n == 2) {
+          w.has_mins ? TileTokens<2, 4, true>(w, a, tile, t0, out) : TileTokens<2, 4, false>(w, a, tile, t0, out);
+        } else if (tiles == 4) {
           w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out) : TileTokens<1, 4, false>(w, a, tile, t0, out);
         } else if (tiles == 2) {
           w.has_mins ? RunTileTokens<2, true>(n, w, a, tile, t0, out) : RunTileTokens<2, false>(n, w, a, tile, t0, out);
