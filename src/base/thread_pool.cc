@@ -50,7 +50,8 @@ void ThreadPool::RunChunks(uint32_t generation) {
     const int64_t grain = job_grain_.load(std::memory_order_relaxed);
     const int64_t size = job_size_.load(std::memory_order_relaxed);
     const int64_t begin = index * grain;
-    (*job_fn_.load(std::memory_order_relaxed))(begin, std::min(size, begin + grain));
+    job_call_.load(std::memory_order_relaxed)(job_fn_.load(std::memory_order_relaxed), begin,
+                                              std::min(size, begin + grain));
     chunks_done_.fetch_add(1, std::memory_order_acq_rel);
     state = state_.load(std::memory_order_acquire);
   }
@@ -82,18 +83,18 @@ void ThreadPool::WorkerLoop() {
   }
 }
 
-void ThreadPool::ParallelFor(int64_t n, int64_t grain,
-                             const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::Run(int64_t n, int64_t grain, void* fn, ChunkCall call) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t num_chunks = (n + grain - 1) / grain;
   if (workers_.empty() || num_chunks == 1) {
-    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    for (int64_t b = 0; b < n; b += grain) call(fn, b, std::min(n, b + grain));
     return;
   }
   // No worker can be inside a chunk now: the previous job's chunks are all
   // done and it is closed, so stale workers fail their claims.
-  job_fn_.store(&fn, std::memory_order_relaxed);
+  job_fn_.store(fn, std::memory_order_relaxed);
+  job_call_.store(call, std::memory_order_relaxed);
   job_size_.store(n, std::memory_order_relaxed);
   job_grain_.store(grain, std::memory_order_relaxed);
   job_num_chunks_.store(num_chunks, std::memory_order_relaxed);

@@ -13,7 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -32,10 +32,18 @@ class ThreadPool {
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n), each chunk at
   // most `grain` long, handed out dynamically. Returns when all are done.
-  void ParallelFor(int64_t n, int64_t grain,
-                   const std::function<void(int64_t begin, int64_t end)>& fn);
+  // fn is called through a plain pointer (no std::function), so a call
+  // allocates nothing: decode runs dozens of these per token.
+  template <typename Fn>
+  void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
+    using Callable = std::remove_reference_t<Fn>;
+    Run(n, grain, const_cast<void*>(static_cast<const void*>(&fn)),
+        [](void* f, int64_t begin, int64_t end) { (*static_cast<Callable*>(f))(begin, end); });
+  }
 
  private:
+  using ChunkCall = void (*)(void* fn, int64_t begin, int64_t end);
+  void Run(int64_t n, int64_t grain, void* fn, ChunkCall call);
   void WorkerLoop();
   // Claims and runs chunks of job `generation` until none are left.
   void RunChunks(uint32_t generation);
@@ -51,7 +59,8 @@ class ThreadPool {
   // A finished job's index is set to a closed value before the fields of the
   // next job are written, so no late claim can succeed in between.
   std::atomic<uint64_t> state_{0};
-  std::atomic<const std::function<void(int64_t, int64_t)>*> job_fn_{nullptr};
+  std::atomic<void*> job_fn_{nullptr};
+  std::atomic<ChunkCall> job_call_{nullptr};
   std::atomic<int64_t> job_size_{0};
   std::atomic<int64_t> job_grain_{1};
   std::atomic<int64_t> job_num_chunks_{0};

@@ -68,11 +68,28 @@ void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {
   input->n = n;
   input->is_quantized = is_packed();
   if (input->is_quantized) {
-    const int group_size = packed8_ != nullptr   ? PackedW8::kGroupSize
-                           : packed6_ != nullptr ? PackedW6::kGroupSize
-                                                 : packed_->group_size;
-    QuantizeActivations(x, n, view_.cols, group_size, &input->quantized);
+    QuantizeActivations(x, n, view_.cols, ActivationGroupSize(), &input->quantized);
   }
+}
+
+void Linear::Prepare(const float* x, int64_t n, LinearInput* input, ThreadPool& pool) const {
+  if (!is_packed() || n < 2) {
+    Prepare(x, n, input);
+    return;
+  }
+  input->x = x;
+  input->n = n;
+  input->is_quantized = true;
+  ResizeActivations(n, view_.cols, ActivationGroupSize(), &input->quantized);
+  pool.ParallelFor(n, 16, [&](int64_t begin, int64_t end) { QuantizeActivationRows(x, begin, end, &input->quantized); });
+}
+
+void Linear::Slice(const LinearInput& all, int64_t first, int64_t count, LinearInput* out) const {
+  TETRA_CHECK(0 <= first && 0 <= count && first + count <= all.n, "rows [{}, {}) of {}", first, first + count, all.n);
+  out->x = all.x + first * view_.cols;
+  out->n = count;
+  out->is_quantized = all.is_quantized;
+  if (all.is_quantized) SliceActivations(all.quantized, first, count, &out->quantized);
 }
 
 void Linear::ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_end, float* y,

@@ -56,6 +56,11 @@ class Linear {
 
   // Prepares x for this layer (and any layer of the same width and format).
   void Prepare(const float* x, int64_t n, LinearInput* input) const;
+  // The same, its rows quantized in parallel on `pool`.
+  void Prepare(const float* x, int64_t n, LinearInput* input, ThreadPool& pool) const;
+  // `out` becomes rows [first, first + count) of `all`, prepared for this
+  // layer (a view into it: no copy, no allocation).
+  void Slice(const LinearInput& all, int64_t first, int64_t count, LinearInput* out) const;
   // y[t * y_stride + r] for r in [row_begin, row_end), on the calling thread.
   void ApplyRows(const LinearInput& input, int64_t row_begin, int64_t row_end, float* y,
                  int64_t y_stride) const;
@@ -64,6 +69,10 @@ class Linear {
   int64_t cols() const { return view_.cols; }
   bool empty() const { return view_.empty(); }
   bool is_packed() const { return packed_ != nullptr || packed8_ != nullptr || packed6_ != nullptr; }
+  // The activation group size the packed kernels take (packed layers only).
+  int ActivationGroupSize() const {
+    return packed8_ != nullptr ? PackedW8::kGroupSize : packed6_ != nullptr ? PackedW6::kGroupSize : packed_->group_size;
+  }
 
  private:
   MatrixView view_;

@@ -69,6 +69,7 @@ void MoeFfn::Forward(const float* x, int64_t n, float* out, ThreadPool& pool) {
   const int64_t hidden = router_.cols;
   const int64_t inter = experts_[0].gate.rows();
   const int64_t num_slots = n * experts_per_token_;
+  if (n == 0) return;
   Route(x, n, pool);
 
   gathered_.resize(static_cast<size_t>(num_slots * hidden));
@@ -94,15 +95,14 @@ void MoeFfn::Forward(const float* x, int64_t n, float* out, ThreadPool& pool) {
     });
   };
 
-  // Phase 1: prepare (quantize) each active expert's gathered tokens once,
-  // shared by its gate and up projections.
-  pool.ParallelFor(static_cast<int64_t>(active_experts_.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int e = active_experts_[i];
-      const int64_t first = slot_begin_[e];
-      experts_[e].gate.Prepare(&gathered_[first * hidden], slot_begin_[e + 1] - first, &inputs_[e]);
-    }
-  });
+  // Phase 1: prepare (quantize) the gathered tokens once, shared by every
+  // expert's gate and up projections; each expert reads its slots' rows.
+  // (Every expert's layers take the same width and format.)
+  const Linear& any_gate = experts_[active_experts_[0]].gate;
+  any_gate.Prepare(gathered_.data(), num_slots, &all_inputs_, pool);
+  for (int32_t e : active_experts_) {
+    any_gate.Slice(all_inputs_, slot_begin_[e], slot_begin_[e + 1] - slot_begin_[e], &inputs_[e]);
+  }
   // Phase 2: gate and up rows of every expert, fused with SiLU(gate) * up.
   for_each_item(inter, [&](int e, int64_t row_begin, int64_t row_end) {
     const int64_t first = slot_begin_[e];
@@ -117,13 +117,11 @@ void MoeFfn::Forward(const float* x, int64_t n, float* out, ThreadPool& pool) {
     }
   });
   // Phase 3: prepare the hidden activations, then the down projections.
-  pool.ParallelFor(static_cast<int64_t>(active_experts_.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int e = active_experts_[i];
-      const int64_t first = slot_begin_[e];
-      experts_[e].down.Prepare(&gate_[first * inter], slot_begin_[e + 1] - first, &hidden_inputs_[e]);
-    }
-  });
+  const Linear& any_down = experts_[active_experts_[0]].down;
+  any_down.Prepare(gate_.data(), num_slots, &all_hidden_inputs_, pool);
+  for (int32_t e : active_experts_) {
+    any_down.Slice(all_hidden_inputs_, slot_begin_[e], slot_begin_[e + 1] - slot_begin_[e], &hidden_inputs_[e]);
+  }
   for_each_item(hidden, [&](int e, int64_t row_begin, int64_t row_end) {
     experts_[e].down.ApplyRows(hidden_inputs_[e], row_begin, row_end, &down_[slot_begin_[e] * hidden], hidden);
   });

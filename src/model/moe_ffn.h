@@ -56,8 +56,13 @@ class MoeFfn {
   std::vector<float> gate_;                 // [n * k, inter]
   std::vector<float> up_;                   // [n * k, inter]
   std::vector<float> down_;                 // [n * k, hidden]
-  std::vector<LinearInput> inputs_;         // per expert: prepared gathered_ rows
-  std::vector<LinearInput> hidden_inputs_;  // per expert: prepared gate_ rows
+  // All slots' activations quantized at once (slot order), and per expert a
+  // view of its rows: no buffer per expert, so a step allocates nothing once
+  // the step size has been seen, whichever experts it routes to.
+  LinearInput all_inputs_;                  // gathered_ rows
+  LinearInput all_hidden_inputs_;           // gate_ rows
+  std::vector<LinearInput> inputs_;         // per expert: its slots of all_inputs_
+  std::vector<LinearInput> hidden_inputs_;  // per expert: its slots of all_hidden_inputs_
   std::vector<std::pair<int32_t, int64_t>> items_;  // (expert, first row) work items
 };
 

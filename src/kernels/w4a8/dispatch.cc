@@ -40,7 +40,7 @@ namespace {
 
 w4a8_internal::GemmRowsFn KernelFor(Isa isa) {
   if (isa == Isa::kBest) isa = BestIsa();
-  const std::vector<Isa> supported = SupportedIsas();
+  static const std::vector<Isa> supported = SupportedIsas();  // once: per call it allocated thousands a token
   TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
               "W4A8 kernel {} is not supported by this CPU ({})", IsaName(isa), GetCpuFeatures().Describe());
   switch (isa) {

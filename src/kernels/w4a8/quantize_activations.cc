@@ -88,8 +88,7 @@ int32_t SumBytes(const int8_t* q, int64_t n) {
 
 }  // namespace
 
-void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int group_size,
-                         QuantizedActivations* out) {
+void ResizeActivations(int64_t num_tokens, int64_t cols, int group_size, QuantizedActivations* out) {
   TETRA_CHECK(num_tokens >= 0 && cols > 0 && group_size > 0 && cols % group_size == 0,
               "shape [{}, {}] with group size {}", num_tokens, cols, group_size);
   out->num_tokens = num_tokens;
@@ -103,8 +102,18 @@ void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int g
   out->scales.resize(num_token_groups);
   out->group_sums.resize(num_token_groups);
   out->scaled_group_sums.resize(num_token_groups);
+  out->values_base = out->values.data();
+  out->scales_base = out->scales.data();
+  out->group_sums_base = out->group_sums.data();
+  out->scaled_group_sums_base = out->scaled_group_sums.data();
+}
 
-  for (int64_t t = 0; t < num_tokens; ++t) {
+void QuantizeActivationRows(const float* x, int64_t begin, int64_t end, QuantizedActivations* out) {
+  TETRA_CHECK(0 <= begin && begin <= end && end <= out->num_tokens && out->values_base == out->values.data(),
+              "tokens [{}, {}) of {} (or a slice)", begin, end, out->num_tokens);
+  const int64_t cols = out->cols;
+  const int group_size = out->group_size;
+  for (int64_t t = begin; t < end; ++t) {
     int8_t* q = out->values.data() + t * out->values_stride;
     const size_t first = static_cast<size_t>(t * out->num_groups);
     for (int64_t g = 0; g < out->num_groups; ++g) {
@@ -120,6 +129,26 @@ void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int g
     }
     std::memset(q + cols, 0, static_cast<size_t>(out->values_stride - cols));
   }
+}
+
+void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int group_size,
+                         QuantizedActivations* out) {
+  ResizeActivations(num_tokens, cols, group_size, out);
+  QuantizeActivationRows(x, 0, num_tokens, out);
+}
+
+void SliceActivations(const QuantizedActivations& all, int64_t first, int64_t count, QuantizedActivations* out) {
+  TETRA_CHECK(0 <= first && 0 <= count && first + count <= all.num_tokens, "tokens [{}, {}) of {}", first,
+              first + count, all.num_tokens);
+  out->num_tokens = count;
+  out->cols = all.cols;
+  out->group_size = all.group_size;
+  out->num_groups = all.num_groups;
+  out->values_stride = all.values_stride;
+  out->values_base = all.values_base + first * all.values_stride;
+  out->scales_base = all.scales_base + first * all.num_groups;
+  out->group_sums_base = all.group_sums_base + first * all.num_groups;
+  out->scaled_group_sums_base = all.scaled_group_sums_base + first * all.num_groups;
 }
 
 }  // namespace tetra

@@ -11,7 +11,10 @@
 //
 // A QuantizedActivations is a reusable buffer: QuantizeActivations only
 // allocates when it needs more room than any earlier call. One thread writes
-// it; after that any number of threads may read it.
+// it (or disjoint token ranges, one thread each); after that any number of
+// threads may read it. The kernels read tokens through the *_base pointers,
+// which point into the object's own vectors, or, for a slice
+// (SliceActivations), into another object's rows, which must outlive it.
 #pragma once
 
 #include <cstdint>
@@ -29,11 +32,15 @@ struct QuantizedActivations {
   std::vector<float> scales;    // [num_tokens, num_groups] max |x| / 127 per group
   std::vector<float> group_sums;  // [num_tokens, num_groups] Σ q per group (exact integers)
   std::vector<float> scaled_group_sums;  // [num_tokens, num_groups] scales * group_sums (rounded once)
+  const int8_t* values_base = nullptr;
+  const float* scales_base = nullptr;
+  const float* group_sums_base = nullptr;
+  const float* scaled_group_sums_base = nullptr;
 
-  const int8_t* token_values(int64_t t) const { return values.data() + t * values_stride; }
-  const float* token_scales(int64_t t) const { return scales.data() + t * num_groups; }
-  const float* token_group_sums(int64_t t) const { return group_sums.data() + t * num_groups; }
-  const float* token_scaled_group_sums(int64_t t) const { return scaled_group_sums.data() + t * num_groups; }
+  const int8_t* token_values(int64_t t) const { return values_base + t * values_stride; }
+  const float* token_scales(int64_t t) const { return scales_base + t * num_groups; }
+  const float* token_group_sums(int64_t t) const { return group_sums_base + t * num_groups; }
+  const float* token_scaled_group_sums(int64_t t) const { return scaled_group_sums_base + t * num_groups; }
 };
 
 // x: [num_tokens, cols] f32. cols must be a positive multiple of group_size
@@ -42,5 +49,16 @@ struct QuantizedActivations {
 // for their group, not a crash.
 void QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols, int group_size,
                          QuantizedActivations* out);
+
+// The same in two steps, so that token ranges can be quantized in parallel:
+// ResizeActivations shapes `out` for num_tokens (allocating only when it
+// needs more room than ever before), then QuantizeActivationRows fills
+// tokens [begin, end) from x [num_tokens, cols].
+void ResizeActivations(int64_t num_tokens, int64_t cols, int group_size, QuantizedActivations* out);
+void QuantizeActivationRows(const float* x, int64_t begin, int64_t end, QuantizedActivations* out);
+
+// `out` becomes a view of tokens [first, first + count) of `all` (no copy, no
+// allocation); `all` must outlive it and not be resized meanwhile.
+void SliceActivations(const QuantizedActivations& all, int64_t first, int64_t count, QuantizedActivations* out);
 
 }  // namespace tetra

@@ -200,7 +200,7 @@ void GemmW8A8(const PackedW8& w, const QuantizedActivations& a, float* y, int64_
   TETRA_CHECK(0 <= row_begin && row_begin <= row_end && row_end <= w.rows, "rows [{}, {}) of {}", row_begin,
               row_end, w.rows);
   if (row_begin == row_end || a.num_tokens == 0) return;
-  const std::vector<Isa> supported = SupportedW8A8Isas();
+  static const std::vector<Isa> supported = SupportedW8A8Isas();  // once, not per call
   if (isa == Isa::kBest) isa = supported.back();
   TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
               "W8A8 kernel {} is not supported by this CPU", IsaName(isa));
