@@ -228,15 +228,19 @@ def run_llama_batched_bench(args):
 
 
 def run_llama(args):
+    name, figures = None, {}
     if args.llama_bench:
-        figures = run_llama_bench(args)
+        name, figures = "llama-bench", run_llama_bench(args)
         if args.batch > 1:
             figures.pop("decode", None)  # llama-bench decodes one sequence
-            if args.llama_batched_bench:
-                figures["decode"] = run_llama_batched_bench(args)
-        return "llama-bench", figures
     if args.batch > 1:
-        return None, {}
+        # The batched decode peer runs with or without llama-bench.
+        if args.llama_batched_bench:
+            figures["decode"] = run_llama_batched_bench(args)
+            name = name or "llama-batched-bench"
+        return name, figures
+    if name:
+        return name, figures
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
