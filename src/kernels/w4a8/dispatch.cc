@@ -36,14 +36,27 @@ Isa BestIsa() {
   return best;
 }
 
+std::vector<Isa> ScalarAndAvx512VnniIsas() {
+  std::vector<Isa> isas = {Isa::kScalar};
+#if defined(TETRA_W4A8_HAVE_X86_KERNELS)
+  const CpuFeatures& cpu = GetCpuFeatures();
+  if (cpu.avx512f && cpu.avx512bw && cpu.avx512vnni) isas.push_back(Isa::kAvx512Vnni);
+#endif
+  return isas;
+}
+
+Isa ResolveIsa(Isa isa, const std::vector<Isa>& supported, std::string_view kernel) {
+  if (isa == Isa::kBest) isa = supported.back();
+  TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
+              "{} kernel {} is not supported by this CPU ({})", kernel, IsaName(isa), GetCpuFeatures().Describe());
+  return isa;
+}
+
 namespace {
 
 w4a8_internal::GemmRowsFn KernelFor(Isa isa) {
-  if (isa == Isa::kBest) isa = BestIsa();
   static const std::vector<Isa> supported = SupportedIsas();  // once: per call it allocated thousands a token
-  TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
-              "W4A8 kernel {} is not supported by this CPU ({})", IsaName(isa), GetCpuFeatures().Describe());
-  switch (isa) {
+  switch (ResolveIsa(isa, supported, "W4A8")) {
 #if defined(TETRA_W4A8_HAVE_X86_KERNELS)
     case Isa::kAvx2: return w4a8_internal::GemmRowsAvx2;
     case Isa::kAvxVnni: return w4a8_internal::GemmRowsAvxVnni;

@@ -38,6 +38,12 @@ std::string_view IsaName(Isa isa);
 std::vector<Isa> SupportedIsas();
 // kBest resolved to a concrete ISA.
 Isa BestIsa();
+// The ISAs of the 8- and 6-bit kernels (w8a8.h, w6a8.h): kScalar, and
+// kAvx512Vnni where the CPU has it.
+std::vector<Isa> ScalarAndAvx512VnniIsas();
+// `isa`, or for kBest the last (fastest) of `supported`; a CHECK that it is
+// one of them, naming `kernel`.
+Isa ResolveIsa(Isa isa, const std::vector<Isa>& supported, std::string_view kernel);
 
 // y: [a.num_tokens] rows of stride y_stride; writes y[t * y_stride + r] for r
 // in [row_begin, row_end) only. Requires a.cols == w.cols, a.group_size ==

@@ -161,14 +161,7 @@ void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int3
 
 }  // namespace w6a8_internal
 
-std::vector<Isa> SupportedW6A8Isas() {
-  std::vector<Isa> isas = {Isa::kScalar};
-#if defined(TETRA_W4A8_HAVE_X86_KERNELS)
-  const CpuFeatures& cpu = GetCpuFeatures();
-  if (cpu.avx512f && cpu.avx512bw && cpu.avx512vnni) isas.push_back(Isa::kAvx512Vnni);
-#endif
-  return isas;
-}
+std::vector<Isa> SupportedW6A8Isas() { return ScalarAndAvx512VnniIsas(); }
 
 bool HasFastW6A8() {
   static const bool fast = SupportedW6A8Isas().back() == Isa::kAvx512Vnni;
@@ -184,9 +177,7 @@ void GemmW6A8(const PackedW6& w, const QuantizedActivations& a, float* y, int64_
               row_end, w.rows);
   if (row_begin == row_end || a.num_tokens == 0) return;
   static const std::vector<Isa> supported = SupportedW6A8Isas();  // once, not per call
-  if (isa == Isa::kBest) isa = supported.back();
-  TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
-              "W6A8 kernel {} is not supported by this CPU", IsaName(isa));
+  isa = ResolveIsa(isa, supported, "W6A8");
 
   // -32 * Σ a per token and 16 inputs: cols / 16 ints a token, cheap next to
   // the rows, so each call (each thread's row range) computes its own.

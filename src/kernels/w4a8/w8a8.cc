@@ -178,14 +178,7 @@ void GemmRowsScalar(const PackedW8& w, const QuantizedActivations& a, float* y, 
 
 }  // namespace w8a8_internal
 
-std::vector<Isa> SupportedW8A8Isas() {
-  std::vector<Isa> isas = {Isa::kScalar};
-#if defined(TETRA_W4A8_HAVE_X86_KERNELS)
-  const CpuFeatures& cpu = GetCpuFeatures();
-  if (cpu.avx512f && cpu.avx512bw && cpu.avx512vnni) isas.push_back(Isa::kAvx512Vnni);
-#endif
-  return isas;
-}
+std::vector<Isa> SupportedW8A8Isas() { return ScalarAndAvx512VnniIsas(); }
 
 bool HasFastW8A8() {
   static const bool fast = SupportedW8A8Isas().back() == Isa::kAvx512Vnni;
@@ -201,9 +194,7 @@ void GemmW8A8(const PackedW8& w, const QuantizedActivations& a, float* y, int64_
               row_end, w.rows);
   if (row_begin == row_end || a.num_tokens == 0) return;
   static const std::vector<Isa> supported = SupportedW8A8Isas();  // once, not per call
-  if (isa == Isa::kBest) isa = supported.back();
-  TETRA_CHECK(std::find(supported.begin(), supported.end(), isa) != supported.end(),
-              "W8A8 kernel {} is not supported by this CPU", IsaName(isa));
+  isa = ResolveIsa(isa, supported, "W8A8");
 #if defined(TETRA_W4A8_HAVE_X86_KERNELS)
   if (isa == Isa::kAvx512Vnni) return w8a8_internal::GemmRowsAvx512Vnni(w, a, y, y_stride, row_begin, row_end);
 #endif
