@@ -16,7 +16,6 @@
 namespace tetra::w4a8_internal {
 namespace {
 
-constexpr int kMaxTokensPerPass = 4;
 constexpr int kPrefetchBytes = 4096;
 
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r] for T tokens and
@@ -139,39 +138,23 @@ void RunTileTokens(int64_t n, const PackedW4& w, const QuantizedActivations& a, 
 
 void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  constexpr int kRows = PackedW4::kTileRows;
-  const int64_t tile_begin = row_begin / kRows;
-  const int64_t tile_end = (row_end + kRows - 1) / kRows;
-  alignas(64) float out[2 * kMaxTokensPerPass][kRows];  // 2 tiles x 4 tokens or 4 tiles x 2
-  // Blocks of kTilesPerBlock tiles (~190 KB of weights at 2048 columns) stay
-  // in L2 while every group of tokens passes over them; a group's activations
-  // stay in L1 across the block's tiles.
-  constexpr int64_t kTilesPerBlock = 8;
-  for (int64_t block = tile_begin; block < tile_end; block += kTilesPerBlock) {
-    const int64_t block_end = std::min(tile_end, block + kTilesPerBlock);
-    for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
-      const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
-      for (int64_t tile = block; tile < block_end;) {
-        // Two tiles per pass where two remain; four for one or two tokens.
-        const int tiles = n <= 2 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
-        if (tiles == 4 && n == 2) {
-          w.has_mins ? TileTokens<2, 4, true>(w, a, tile, t0, out) : TileTokens<2, 4, false>(w, a, tile, t0, out);
-        } else if (tiles == 4) {
-          w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out) : TileTokens<1, 4, false>(w, a, tile, t0, out);
-        } else if (tiles == 2) {
-          w.has_mins ? RunTileTokens<2, true>(n, w, a, tile, t0, out) : RunTileTokens<2, false>(n, w, a, tile, t0, out);
-        } else {
-          w.has_mins ? RunTileTokens<1, true>(n, w, a, tile, t0, out) : RunTileTokens<1, false>(n, w, a, tile, t0, out);
-        }
-        for (int i = 0; i < tiles; ++i) {
-          for (int64_t t = 0; t < n; ++t) {
-            StoreTileRows(out[i * n + t], tile + i, row_begin, row_end, y + (t0 + t) * y_stride);
-          }
-        }
-        tile += tiles;
-      }
-    }
-  }
+  // Four tiles per pass for one or two tokens, two otherwise.
+  ForEachTilePass(row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/2, y, y_stride,
+                  [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[PackedW4::kTileRows]) {
+                    if (tiles == 4 && n == 2) {
+                      w.has_mins ? TileTokens<2, 4, true>(w, a, tile, t0, out)
+                                 : TileTokens<2, 4, false>(w, a, tile, t0, out);
+                    } else if (tiles == 4) {
+                      w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out)
+                                 : TileTokens<1, 4, false>(w, a, tile, t0, out);
+                    } else if (tiles == 2) {
+                      w.has_mins ? RunTileTokens<2, true>(n, w, a, tile, t0, out)
+                                 : RunTileTokens<2, false>(n, w, a, tile, t0, out);
+                    } else {
+                      w.has_mins ? RunTileTokens<1, true>(n, w, a, tile, t0, out)
+                                 : RunTileTokens<1, false>(n, w, a, tile, t0, out);
+                    }
+                  });
 }
 
 }  // namespace tetra::w4a8_internal

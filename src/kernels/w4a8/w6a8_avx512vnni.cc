@@ -18,16 +18,14 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/w4a8/gemm_internal.h"  // Load32, StoreTileRows (static: this file's own copies)
+#include "kernels/w4a8/gemm_internal.h"  // Load32, ForEachTilePass (static: this file's own copies)
 #include "kernels/w4a8/w6a8_internal.h"
 
 namespace tetra::w6a8_internal {
 namespace {
 
 using w4a8_internal::Load32;
-using w4a8_internal::StoreTileRows;
 
-constexpr int kMaxTokensPerPass = 4;
 constexpr int kGroupsPerSuperBlock = PackedW6::kSuperBlock / PackedW6::kGroupSize;  // 8
 
 // vpternlogd immediate for "c ? b : a" with operands (a, b, c).
@@ -162,32 +160,16 @@ void RunTileTokens(int64_t n, const PackedW6& w, const QuantizedActivations& a, 
 
 void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  const int64_t tile_begin = row_begin / 16;
-  const int64_t tile_end = (row_end + 15) / 16;
-  alignas(64) float out[2 * kMaxTokensPerPass][16];  // 2 tiles x 4 tokens or 4 tiles x 1
-  constexpr int64_t kTilesPerBlock = 8;  // a block's weights stay in L2 across token passes
-  for (int64_t block = tile_begin; block < tile_end; block += kTilesPerBlock) {
-    const int64_t block_end = std::min(tile_end, block + kTilesPerBlock);
-    for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
-      const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
-      for (int64_t tile = block; tile < block_end;) {
-        const int tiles = n == 1 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
-        if (tiles == 4) {
-          TileTokens<1, 4>(w, a, offsets, tile, t0, out);
-        } else if (tiles == 2) {
-          RunTileTokens<2>(n, w, a, offsets, tile, t0, out);
-        } else {
-          RunTileTokens<1>(n, w, a, offsets, tile, t0, out);
-        }
-        for (int i = 0; i < tiles; ++i) {
-          for (int64_t t = 0; t < n; ++t) {
-            StoreTileRows(out[i * n + t], tile + i, row_begin, row_end, y + (t0 + t) * y_stride);
-          }
-        }
-        tile += tiles;
-      }
-    }
-  }
+  w4a8_internal::ForEachTilePass(row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/1, y, y_stride,
+                                 [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
+                                   if (tiles == 4) {
+                                     TileTokens<1, 4>(w, a, offsets, tile, t0, out);
+                                   } else if (tiles == 2) {
+                                     RunTileTokens<2>(n, w, a, offsets, tile, t0, out);
+                                   } else {
+                                     RunTileTokens<1>(n, w, a, offsets, tile, t0, out);
+                                   }
+                                 });
 }
 
 }  // namespace tetra::w6a8_internal

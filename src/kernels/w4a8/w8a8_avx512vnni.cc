@@ -11,16 +11,14 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/w4a8/gemm_internal.h"  // Load32, StoreTileRows (static: this file's own copies)
+#include "kernels/w4a8/gemm_internal.h"  // Load32, ForEachTilePass (static: this file's own copies)
 #include "kernels/w4a8/w8a8_internal.h"
 
 namespace tetra::w8a8_internal {
 namespace {
 
 using w4a8_internal::Load32;
-using w4a8_internal::StoreTileRows;
 
-constexpr int kMaxTokensPerPass = 4;
 constexpr int kPrefetchBytes = 4096;
 
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r].
@@ -103,16 +101,9 @@ void RunTileTokens(int64_t n, const PackedW8& w, const QuantizedActivations& a, 
 
 void GemmRowsAvx512Vnni(const PackedW8& w, const QuantizedActivations& a, float* y, int64_t y_stride,
                         int64_t row_begin, int64_t row_end) {
-  const int64_t tile_begin = row_begin / 16;
-  const int64_t tile_end = (row_end + 15) / 16;
-  alignas(64) float out[2 * kMaxTokensPerPass][16];  // 2 tiles x 4 tokens or 4 tiles x 1
-  constexpr int64_t kTilesPerBlock = 8;  // a block's weights stay in L2 across token passes
-  for (int64_t block = tile_begin; block < tile_end; block += kTilesPerBlock) {
-    const int64_t block_end = std::min(tile_end, block + kTilesPerBlock);
-    for (int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTokensPerPass) {
-      const int64_t n = std::min<int64_t>(kMaxTokensPerPass, a.num_tokens - t0);
-      for (int64_t tile = block; tile < block_end;) {
-        const int tiles = n == 1 && tile + 3 < block_end ? 4 : tile + 1 < block_end ? 2 : 1;
+  w4a8_internal::ForEachTilePass(
+      row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/1, y, y_stride,
+      [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
         if (tiles == 4) {
           w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out) : TileTokens<1, 4, false>(w, a, tile, t0, out);
         } else if (tiles == 2) {
@@ -120,13 +111,7 @@ void GemmRowsAvx512Vnni(const PackedW8& w, const QuantizedActivations& a, float*
         } else {
           w.has_mins ? RunTileTokens<1, true>(n, w, a, tile, t0, out) : RunTileTokens<1, false>(n, w, a, tile, t0, out);
         }
-        for (int i = 0; i < tiles; ++i) {
-          for (int64_t t = 0; t < n; ++t) StoreTileRows(out[i * n + t], tile + i, row_begin, row_end, y + (t0 + t) * y_stride);
-        }
-        tile += tiles;
-      }
-    }
-  }
+      });
 }
 
 }  // namespace tetra::w8a8_internal
