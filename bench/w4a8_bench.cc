@@ -188,7 +188,7 @@ void BM_W8A8HeadGemv(benchmark::State& state) {
   state.SetLabel(std::string(IsaName(isa)) + " q8_0 8.5 bits");
 }
 
-// The 6-bit output head path (W6A8, AVX-512 VNNI): the same one token over a
+// The 6-bit output head path (W6A8, AVX2 and AVX-512 VNNI): the same one token over a
 // Q6_K [49152, 2048] head held bit for bit (6.5625 bits a weight, 83 MB),
 // GB/s of packed weights and their fraction of NOTES.md's read bandwidth.
 // The codes are random bytes (the kernel's work does not depend on them).
@@ -259,6 +259,8 @@ BENCHMARK(BM_W8A8HeadGemv)
     ->ArgNames({"isa", "threads"})
     ->UseRealTime();
 BENCHMARK(BM_W6A8HeadGemv)
+    ->Args({static_cast<int64_t>(Isa::kAvx2), 1})
+    ->Args({static_cast<int64_t>(Isa::kAvx2), 2})
     ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 1})
     ->Args({static_cast<int64_t>(Isa::kAvx512Vnni), 2})
     ->ArgNames({"isa", "threads"})

@@ -45,8 +45,8 @@ class Linear {
   // whole 32-value groups (logged once per matrix at debug level).
   // `eight_bit` keeps the stored precision up to 8 bits in W4A8, for layers
   // where 4 bits cost too much accuracy (the output head, attention): Q6_K
-  // runs as W6A8 and other types as W8A8 where the CPU has AVX-512 VNNI,
-  // else as two 4-bit planes on the W4A8 kernels.
+  // runs as W6A8 (AVX2 or AVX-512 VNNI), other types as W8A8 (AVX-512
+  // VNNI); elsewhere as two 4-bit planes on the W4A8 kernels.
   // With a pool, packing runs in parallel on it.
   static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
                                bool eight_bit = false, ThreadPool* pool = nullptr);

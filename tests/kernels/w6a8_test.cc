@@ -1,16 +1,18 @@
 // W6A8 (the Q6_K output head path): Q6_K packs bit for bit (checked against
 // the dequantizer, itself bit-exact with the gguf package) including extreme
 // scales and codes, the scalar kernel matches a double-precision oracle of the
-// unpacked weights, every ISA matches scalar bit for bit on swept shapes, and
-// bad input is a Status.
+// unpacked weights, every ISA (AVX2, AVX-512 VNNI) matches scalar bit for bit
+// on swept shapes and row ranges, and bad input is a Status.
 #include "kernels/w4a8/w6a8.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 
+#include "base/cpu_features.h"
 #include "kernels/reference/dequantize.h"
 #include "w4a8_test_util.h"
 
@@ -190,6 +192,22 @@ TEST(GemmW6A8, LargestSumsAreExact) {
   for (Isa isa : SupportedW6A8Isas()) {
     EXPECT_LE(NormalisedMaxError(RunGemm(p, isa), want), 2e-6) << IsaName(isa);
   }
+}
+
+// The sweeps below cover every SIMD kernel this CPU can run: AVX2 wherever
+// AVX2, FMA and F16C are there (not only on CPUs without AVX-512).
+TEST(GemmW6A8, SupportedIsasFollowTheCpu) {
+  const std::vector<Isa> isas = SupportedW6A8Isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), Isa::kScalar);
+#if defined(__x86_64__)
+  const CpuFeatures& cpu = GetCpuFeatures();
+  auto has = [&](Isa isa) { return std::find(isas.begin(), isas.end(), isa) != isas.end(); };
+  EXPECT_EQ(has(Isa::kAvx2), cpu.avx2 && cpu.fma && cpu.f16c);
+  EXPECT_EQ(has(Isa::kAvx512Vnni), cpu.avx512f && cpu.avx512bw && cpu.avx512vnni);
+  EXPECT_FALSE(has(Isa::kAvxVnni));
+  EXPECT_EQ(HasFastW6A8(), isas.size() > 1);
+#endif
 }
 
 TEST(GemmW6A8, EveryIsaMatchesScalarOnSweptShapes) {

@@ -38,8 +38,8 @@ std::string_view IsaName(Isa isa);
 std::vector<Isa> SupportedIsas();
 // kBest resolved to a concrete ISA.
 Isa BestIsa();
-// The ISAs of the 8- and 6-bit kernels (w8a8.h, w6a8.h): kScalar, and
-// kAvx512Vnni where the CPU has it.
+// The ISAs of the 8-bit kernels (w8a8.h): kScalar, and kAvx512Vnni where the
+// CPU has it. (W6A8 has its own list, with kAvx2: SupportedW6A8Isas.)
 std::vector<Isa> ScalarAndAvx512VnniIsas();
 // `isa`, or for kBest the last (fastest) of `supported`; a CHECK that it is
 // one of them, naming `kernel`.

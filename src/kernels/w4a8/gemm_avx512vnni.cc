@@ -139,7 +139,7 @@ void RunTileTokens(int64_t n, const PackedW4& w, const QuantizedActivations& a, 
 void GemmRowsAvx512Vnni(const PackedW4& w, const QuantizedActivations& a, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
   // Four tiles per pass for one or two tokens, two otherwise.
-  ForEachTilePass(row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/2, y, y_stride,
+  ForEachTilePass(row_begin, row_end, a.num_tokens, PassShape{.max_tokens_for_four = 2}, y, y_stride,
                   [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[PackedW4::kTileRows]) {
                     if (tiles == 4 && n == 2) {
                       w.has_mins ? TileTokens<2, 4, true>(w, a, tile, t0, out)

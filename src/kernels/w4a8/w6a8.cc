@@ -161,10 +161,18 @@ void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int3
 
 }  // namespace w6a8_internal
 
-std::vector<Isa> SupportedW6A8Isas() { return ScalarAndAvx512VnniIsas(); }
+std::vector<Isa> SupportedW6A8Isas() {
+  std::vector<Isa> isas = {Isa::kScalar};
+#if defined(TETRA_W4A8_HAVE_X86_KERNELS)
+  const CpuFeatures& cpu = GetCpuFeatures();
+  if (cpu.avx2 && cpu.fma && cpu.f16c) isas.push_back(Isa::kAvx2);
+  if (cpu.avx512f && cpu.avx512bw && cpu.avx512vnni) isas.push_back(Isa::kAvx512Vnni);
+#endif
+  return isas;
+}
 
 bool HasFastW6A8() {
-  static const bool fast = SupportedW6A8Isas().back() == Isa::kAvx512Vnni;
+  static const bool fast = SupportedW6A8Isas().back() != Isa::kScalar;
   return fast;
 }
 
@@ -198,6 +206,7 @@ void GemmW6A8(const PackedW6& w, const QuantizedActivations& a, float* y, int64_
   if (isa == Isa::kAvx512Vnni) {
     return w6a8_internal::GemmRowsAvx512Vnni(w, a, offsets.data(), y, y_stride, row_begin, row_end);
   }
+  if (isa == Isa::kAvx2) return w6a8_internal::GemmRowsAvx2(w, a, offsets.data(), y, y_stride, row_begin, row_end);
 #endif
   w6a8_internal::GemmRowsScalar(w, a, offsets.data(), y, y_stride, row_begin, row_end);
 }

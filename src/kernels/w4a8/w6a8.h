@@ -1,7 +1,7 @@
 // 6-bit weights times int8 activations: GGUF Q6_K held bit for bit at its own
-// 6.5625 bits a weight, for the output head on CPUs with AVX-512 VNNI (decode
-// at batch 1 streams the head every token, so its bytes are the cost; PackW8
-// holds a Q6_K head at 9 bits a weight).
+// 6.5625 bits a weight, for the output head on CPUs with AVX2 or AVX-512 VNNI
+// (decode at batch 1 streams the head every token, so its bytes are the cost;
+// PackW8 holds a Q6_K head at 9 bits a weight).
 //
 // A weight is Q6_K's w[r, c] = d[r, s] * sc[r, h] * (q[r, c] - 32), q in
 // 0..63, one int8 sub-scale sc per row and sub-block h = c / 16, one f16 d per
@@ -82,10 +82,11 @@ StatusOr<PackedW6> PackW6(const MatrixView& weights, ThreadPool* pool = nullptr)
 // (bit for bit), into out[w.cols].
 void UnpackW6Row(const PackedW6& w, int64_t r, float* out);
 
-// The ISAs with a W6A8 kernel on this CPU: kScalar, and kAvx512Vnni where
-// the CPU has it.
+// The ISAs with a W6A8 kernel on this CPU: kScalar, kAvx2 where the CPU has
+// AVX2, FMA and F16C, and kAvx512Vnni where it has AVX-512 VNNI.
 std::vector<Isa> SupportedW6A8Isas();
-// True when the CPU has a fast W6A8 kernel (else use W8 or two 4-bit planes).
+// True when the CPU has a SIMD W6A8 kernel, AVX2 or AVX-512 VNNI (else use W8
+// or two 4-bit planes).
 bool HasFastW6A8();
 
 // As GemmW8A8: y[t * y_stride + r] for r in [row_begin, row_end); requires

@@ -160,7 +160,7 @@ void RunTileTokens(int64_t n, const PackedW6& w, const QuantizedActivations& a, 
 
 void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  w4a8_internal::ForEachTilePass(row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/1, y, y_stride,
+  w4a8_internal::ForEachTilePass(row_begin, row_end, a.num_tokens, w4a8_internal::PassShape{}, y, y_stride,
                                  [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
                                    if (tiles == 4) {
                                      TileTokens<1, 4>(w, a, offsets, tile, t0, out);

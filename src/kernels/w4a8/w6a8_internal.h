@@ -12,6 +12,8 @@ namespace tetra::w6a8_internal {
 // (the Q6_K code's -32 folded into the starting value of each dot product).
 void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
                     int64_t y_stride, int64_t row_begin, int64_t row_end);
+void GemmRowsAvx2(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+                  int64_t y_stride, int64_t row_begin, int64_t row_end);
 void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end);
 

@@ -102,7 +102,7 @@ void RunTileTokens(int64_t n, const PackedW8& w, const QuantizedActivations& a, 
 void GemmRowsAvx512Vnni(const PackedW8& w, const QuantizedActivations& a, float* y, int64_t y_stride,
                         int64_t row_begin, int64_t row_end) {
   w4a8_internal::ForEachTilePass(
-      row_begin, row_end, a.num_tokens, /*max_tokens_for_four=*/1, y, y_stride,
+      row_begin, row_end, a.num_tokens, w4a8_internal::PassShape{}, y, y_stride,
       [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
         if (tiles == 4) {
           w.has_mins ? TileTokens<1, 4, true>(w, a, tile, t0, out) : TileTokens<1, 4, false>(w, a, tile, t0, out);
