@@ -141,9 +141,42 @@ void BM_W4A8QuantizeActivations(benchmark::State& state) {
                                                    benchmark::Counter::kIsRate);
 }
 
-// The 8-bit output head path (W8A8, AVX-512 VNNI): one token over an
-// output-head-shaped matrix [49152, 2048] packed from Q8_0 (8.5 bits a
-// weight, 107 MB: beyond the caches), GB/s of packed weights.
+// The output-head benches: one token over an output-head-shaped matrix
+// [49152, 2048] (beyond the caches), rows split across threads in tiles, GB/s
+// of packed weights and their fraction of NOTES.md's read bandwidth.
+constexpr int64_t kHeadRows = 49152, kHeadCols = 2048;
+
+MatrixView HeadView(DType dtype, const std::vector<uint8_t>& bytes) {
+  MatrixView view;
+  view.dtype = dtype;
+  view.rows = kHeadRows;
+  view.cols = kHeadCols;
+  view.data = bytes.data();
+  view.row_stride_bytes = RowBytes(dtype, kHeadCols);
+  return view;
+}
+
+// Times gemm(head, a, y, y_stride, row_begin, row_end) over all rows.
+template <typename Packed, typename Gemm>
+void TimeHeadGemv(benchmark::State& state, const Packed& head, int threads, Gemm&& gemm) {
+  const std::vector<float> x = RandomActivations(1, kHeadCols);
+  QuantizedActivations a;
+  QuantizeActivations(x.data(), 1, kHeadCols, 32, &a);
+  std::vector<float> y(kHeadRows);
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    pool.ParallelFor(head.num_tiles, std::max<int64_t>(1, head.num_tiles / (4 * threads)), [&](int64_t begin, int64_t end) {
+      gemm(head, a, y.data(), kHeadRows, begin * 16, std::min(kHeadRows, end * 16));
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = static_cast<double>(head.data.size()) * static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["of_36GB/s"] = benchmark::Counter(bytes / kNotesReadBytesPerSecond, benchmark::Counter::kIsRate);
+}
+
+// The 8-bit output head path (W8A8, AVX-512 VNNI), packed from Q8_0 (8.5
+// bits a weight, 107 MB).
 void BM_W8A8HeadGemv(benchmark::State& state) {
   const Isa isa = static_cast<Isa>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
@@ -152,46 +185,27 @@ void BM_W8A8HeadGemv(benchmark::State& state) {
     state.SkipWithError("no W8A8 kernel for this ISA on this CPU");
     return;
   }
-  constexpr int64_t kRows = 49152, kCols = 2048;
   static const PackedW8 head = [] {
     std::mt19937 rng(3);
     std::normal_distribution<float> normal(0.0f, 0.05f);
-    std::vector<float> row(kCols);
-    std::vector<uint8_t> q8_0(RowBytes(DType::kQ8_0, kCols) * kRows);
-    for (int64_t r = 0; r < kRows; ++r) {
+    std::vector<float> row(kHeadCols);
+    const size_t row_bytes = RowBytes(DType::kQ8_0, kHeadCols);
+    std::vector<uint8_t> q8_0(row_bytes * kHeadRows);
+    for (int64_t r = 0; r < kHeadRows; ++r) {
       for (float& v : row) v = normal(rng);
-      QuantizeRow(DType::kQ8_0, row.data(), &q8_0[r * RowBytes(DType::kQ8_0, kCols)], kCols);
+      QuantizeRow(DType::kQ8_0, row.data(), &q8_0[r * row_bytes], kHeadCols);
     }
-    MatrixView view;
-    view.dtype = DType::kQ8_0;
-    view.rows = kRows;
-    view.cols = kCols;
-    view.data = q8_0.data();
-    view.row_stride_bytes = RowBytes(DType::kQ8_0, kCols);
-    StatusOr<PackedW8> packed = PackW8(view);
+    StatusOr<PackedW8> packed = PackW8(HeadView(DType::kQ8_0, q8_0));
     if (!packed.ok()) std::abort();
     return std::move(packed).value();
   }();
-  const std::vector<float> x = RandomActivations(1, kCols);
-  QuantizedActivations a;
-  QuantizeActivations(x.data(), 1, kCols, 32, &a);
-  std::vector<float> y(kRows);
-  ThreadPool pool(threads);
-  for (auto _ : state) {
-    pool.ParallelFor(head.num_tiles, std::max<int64_t>(1, head.num_tiles / (4 * threads)), [&](int64_t begin, int64_t end) {
-      GemmW8A8(head, a, y.data(), kRows, begin * 16, std::min(kRows, end * 16), isa);
-    });
-    benchmark::DoNotOptimize(y.data());
-  }
-  const double bytes = static_cast<double>(head.data.size()) * static_cast<double>(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  TimeHeadGemv(state, head, threads, [isa](auto&&... args) { GemmW8A8(args..., isa); });
   state.SetLabel(std::string(IsaName(isa)) + " q8_0 8.5 bits");
 }
 
-// The 6-bit output head path (W6A8, AVX2 and AVX-512 VNNI): the same one token over a
-// Q6_K [49152, 2048] head held bit for bit (6.5625 bits a weight, 83 MB),
-// GB/s of packed weights and their fraction of NOTES.md's read bandwidth.
-// The codes are random bytes (the kernel's work does not depend on them).
+// The 6-bit output head path (W6A8, AVX2 and AVX-512 VNNI): a Q6_K head held
+// bit for bit (6.5625 bits a weight, 83 MB). The codes are random bytes (the
+// kernel's work does not depend on them).
 void BM_W6A8HeadGemv(benchmark::State& state) {
   const Isa isa = static_cast<Isa>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
@@ -200,38 +214,17 @@ void BM_W6A8HeadGemv(benchmark::State& state) {
     state.SkipWithError("no W6A8 kernel for this ISA on this CPU");
     return;
   }
-  constexpr int64_t kRows = 49152, kCols = 2048;
   static const PackedW6 head = [] {
     std::mt19937 rng(3);
-    const size_t row_bytes = RowBytes(DType::kQ6_K, kCols);
-    std::vector<uint8_t> q6_k(row_bytes * kRows);
+    std::vector<uint8_t> q6_k(RowBytes(DType::kQ6_K, kHeadCols) * kHeadRows);
     for (auto& b : q6_k) b = static_cast<uint8_t>(rng());
     const uint16_t d = 0x1400;  // 2^-10
     for (size_t block = 0; block < q6_k.size() / 210; ++block) std::memcpy(&q6_k[block * 210 + 208], &d, 2);
-    MatrixView view;
-    view.dtype = DType::kQ6_K;
-    view.rows = kRows;
-    view.cols = kCols;
-    view.data = q6_k.data();
-    view.row_stride_bytes = row_bytes;
-    StatusOr<PackedW6> packed = PackW6(view);
+    StatusOr<PackedW6> packed = PackW6(HeadView(DType::kQ6_K, q6_k));
     if (!packed.ok()) std::abort();
     return std::move(packed).value();
   }();
-  const std::vector<float> x = RandomActivations(1, kCols);
-  QuantizedActivations a;
-  QuantizeActivations(x.data(), 1, kCols, 32, &a);
-  std::vector<float> y(kRows);
-  ThreadPool pool(threads);
-  for (auto _ : state) {
-    pool.ParallelFor(head.num_tiles, std::max<int64_t>(1, head.num_tiles / (4 * threads)), [&](int64_t begin, int64_t end) {
-      GemmW6A8(head, a, y.data(), kRows, begin * 16, std::min(kRows, end * 16), isa);
-    });
-    benchmark::DoNotOptimize(y.data());
-  }
-  const double bytes = static_cast<double>(head.data.size()) * static_cast<double>(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
-  state.counters["of_36GB/s"] = benchmark::Counter(bytes / kNotesReadBytesPerSecond, benchmark::Counter::kIsRate);
+  TimeHeadGemv(state, head, threads, [isa](auto&&... args) { GemmW6A8(args..., isa); });
   state.SetLabel(std::string(IsaName(isa)) + " q6_k 6.5625 bits");
 }
 
