@@ -72,8 +72,9 @@ constexpr int kColumnBlocks = 2;
 constexpr int kColumnBlocks = 1;
 #endif
 // The widest vector the build holds in one register. The score and P.V
-// loops keep their accumulators in these: GCC keeps a 16-lane vector that
-// spans registers in memory across loop iterations, with scalar moves.
+// loops, the softmax and (outside AVX-512) the KV conversion work on these:
+// GCC keeps a 16-lane vector that spans registers in memory, with scalar
+// moves.
 #if defined(__AVX512F__)
 constexpr int kNativeLanes = 16;
 #elif defined(__AVX__)
@@ -88,7 +89,21 @@ TETRA_INLINE Native LoadNative(const float* p) {
   return v;
 }
 TETRA_INLINE void StoreNative(float* p, Native v) { std::memcpy(p, &v, sizeof(v)); }
-TETRA_INLINE Native SplatNative(float x) { return Native{} + x; }
+// `Native{} + x` costs a scalar add (0 + x is not x for x = -0) before the
+// broadcast; the AVX-512 builds keep it so that their results stay as they were.
+TETRA_INLINE Native SplatNative(float x) {
+#if defined(__AVX512F__)
+  return Native{} + x;
+#elif defined(__AVX__)
+  return (Native)_mm256_set1_ps(x);
+#elif defined(__SSE2__)
+  return (Native)_mm_set1_ps(x);
+#else
+  return Native{} + x;
+#endif
+}
+typedef int32_t NativeI __attribute__((vector_size(4 * kNativeLanes)));
+typedef uint32_t NativeU __attribute__((vector_size(4 * kNativeLanes)));
 typedef float F16v __attribute__((vector_size(64)));
 typedef int32_t I16v __attribute__((vector_size(64)));
 typedef uint32_t U16v __attribute__((vector_size(64)));
@@ -100,25 +115,6 @@ TETRA_INLINE F16v Load(const float* p) {
   return v;
 }
 TETRA_INLINE void Store(float* p, F16v v) { std::memcpy(p, &v, sizeof(v)); }
-// Where 64-byte vectors are not native (the AVX2 and portable builds), GCC
-// lowers `F16v{} + x` through 16 scalar stores to the stack (30% of decode
-// time there); two 8-lane halves joined stay in registers.
-TETRA_INLINE F16v Splat(float x) {
-#if defined(__AVX512F__)
-  return F16v{} + x;
-#elif defined(__AVX__)
-  const F8v half = (F8v)_mm256_set1_ps(x);
-  return __builtin_shufflevector(half, half, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
-#elif defined(__SSE2__)
-  typedef float F4v __attribute__((vector_size(16)));
-  const F4v quarter = (F4v)_mm_set1_ps(x);
-  const F8v half = __builtin_shufflevector(quarter, quarter, 0, 1, 2, 3, 0, 1, 2, 3);
-  return __builtin_shufflevector(half, half, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
-#else
-  return F16v{} + x;
-#endif
-}
-TETRA_INLINE F16v LaneIndex() { return F16v{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
 
 TETRA_INLINE float HorizontalSum(F16v v) {
   F8v half = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -137,47 +133,37 @@ TETRA_INLINE float HorizontalMax(F16v v) {
   return best;
 }
 
-// 16 bytes / 16 halves widened to 32-bit lanes. GCC 12 lowers
-// __builtin_convertvector of these one lane at a time, so the x86 builds say
-// it with the zero-extending loads.
-TETRA_INLINE U16v LoadWidenBytes(const uint8_t* p) {
-#if defined(__AVX512F__)
-  const __m512i v = _mm512_maskz_cvtepu8_epi32(0xffff, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return (U16v)v;
-#elif defined(__AVX2__)
-  const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8)));
-  U16v v;
-  std::memcpy(&v, &lo, 32);
-  std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
+// The same over Native vectors; the AVX-512 build's are the 16-lane ones.
+TETRA_INLINE Native NativeLaneIndex() {
+  Native v;
+  for (int i = 0; i < kNativeLanes; ++i) v[i] = static_cast<float>(i);
   return v;
+}
+#if defined(__AVX512F__)
+TETRA_INLINE float HorizontalSumNative(Native v) { return HorizontalSum(v); }
+TETRA_INLINE float HorizontalMaxNative(Native v) { return HorizontalMax(v); }
 #else
-  U16v v;
-  for (int i = 0; i < kLanes; ++i) v[i] = p[i];
+typedef float F4v __attribute__((vector_size(16)));
+// The four lanes of a Native vector's halves combined by op (AVX: 8 lanes).
+template <typename Op>
+TETRA_INLINE F4v FoldToQuarter(Native v, Op op) {
+#if defined(__AVX__)
+  return op(__builtin_shufflevector(v, v, 0, 1, 2, 3), __builtin_shufflevector(v, v, 4, 5, 6, 7));
+#else
+  (void)op;
   return v;
 #endif
 }
+TETRA_INLINE float HorizontalSumNative(Native v) {
+  const F4v q = FoldToQuarter(v, [](F4v a, F4v b) { return a + b; });
+  return (q[0] + q[2]) + (q[1] + q[3]);
+}
+TETRA_INLINE float HorizontalMaxNative(Native v) {
+  const F4v q = FoldToQuarter(v, [](F4v a, F4v b) { return a > b ? a : b; });
+  return std::max(std::max(q[0], q[2]), std::max(q[1], q[3]));
+}
+#endif
 
-TETRA_INLINE U16v LoadWidenHalves(const uint8_t* p) {
-#if defined(__AVX512F__)
-  return (U16v)_mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-#elif defined(__AVX2__)
-  const __m256i lo = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m256i hi = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
-  U16v v;
-  std::memcpy(&v, &lo, 32);
-  std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
-  return v;
-#else
-  U16v v;
-  for (int i = 0; i < kLanes; ++i) {
-    uint16_t h;
-    std::memcpy(&h, p + 2 * i, 2);
-    v[i] = h;
-  }
-  return v;
-#endif
-}
 
 // Transposes 16 vectors of 16 lanes in place (m[i][l] becomes m[l][i]):
 // at each scale s = 8, 4, 2, 1, rows i and i + s swap their off-diagonal
@@ -217,35 +203,47 @@ TETRA_INLINE void Transpose16x16(V (&m)[16]) {
 #if !defined(__AVX512F__)
 // Where 16 lanes take two (AVX2) or four registers, a 16 x 16 transpose in
 // registers spills badly (decode ran 7x slower per key than AVX-512). This
-// path goes through a 1 KiB tile in L1 and transposes 8 x 8 blocks of native
-// 8-lane vectors instead: rows i and i + s swap their off-diagonal s-lane
-// blocks for s = 4, 2, 1.
-TETRA_INLINE void Transpose8x8(F8v (&m)[8]) {
-#define TETRA_TRANSPOSE_STAGE(S, LO, HI)          \
-  TETRA_UNROLL for (int i = 0; i < 8; ++i) {      \
-    if (i & S) continue;                          \
-    const F8v a = m[i], b = m[i + S];             \
-    m[i] = __builtin_shufflevector(a, b, LO);     \
-    m[i + S] = __builtin_shufflevector(a, b, HI); \
+// path goes through a 1 KiB tile in L1 and transposes blocks of native
+// vectors instead (8 x 8 on AVX2, 4 x 4 on SSE): rows i and i + s swap
+// their off-diagonal s-lane blocks for s = 4 (AVX2), 2, 1.
+TETRA_INLINE void TransposeNative(Native (&m)[kNativeLanes]) {
+#define TETRA_TRANSPOSE_STAGE(S, LO, HI)                \
+  TETRA_UNROLL for (int i = 0; i < kNativeLanes; ++i) { \
+    if (i & S) continue;                                \
+    const Native a = m[i], b = m[i + S];                \
+    m[i] = __builtin_shufflevector(a, b, LO);           \
+    m[i + S] = __builtin_shufflevector(a, b, HI);       \
   }
+#if defined(__AVX__)
   TETRA_TRANSPOSE_STAGE(4, TETRA_EXPAND(0, 1, 2, 3, 8, 9, 10, 11), TETRA_EXPAND(4, 5, 6, 7, 12, 13, 14, 15))
   TETRA_TRANSPOSE_STAGE(2, TETRA_EXPAND(0, 1, 8, 9, 4, 5, 12, 13), TETRA_EXPAND(2, 3, 10, 11, 6, 7, 14, 15))
   TETRA_TRANSPOSE_STAGE(1, TETRA_EXPAND(0, 8, 2, 10, 4, 12, 6, 14), TETRA_EXPAND(1, 9, 3, 11, 5, 13, 7, 15))
+#else
+  TETRA_TRANSPOSE_STAGE(2, TETRA_EXPAND(0, 1, 4, 5), TETRA_EXPAND(2, 3, 6, 7))
+  TETRA_TRANSPOSE_STAGE(1, TETRA_EXPAND(0, 4, 2, 6), TETRA_EXPAND(1, 5, 3, 7))
+#endif
 #undef TETRA_TRANSPOSE_STAGE
 }
 
-// Writes the transpose of rows[16] (row j: key j, lane i: dim i) to
+// Writes the transpose of tile (row j: key j, column i: dim i) to
 // dst[i * stride + j] for dims i < dims and all 16 keys.
-TETRA_INLINE void StoreTransposed(const F16v (&rows)[16], int dims, float* dst, int64_t stride) {
-  alignas(64) float tile[16][16];
-  TETRA_UNROLL for (int j = 0; j < 16; ++j) Store(tile[j], rows[j]);
-  for (int i0 = 0; i0 < dims; i0 += 8) {
-    for (int j0 = 0; j0 < 16; j0 += 8) {
-      F8v block[8];
-      TETRA_UNROLL for (int r = 0; r < 8; ++r) std::memcpy(&block[r], &tile[j0 + r][i0], sizeof(F8v));
-      Transpose8x8(block);
-      for (int i = 0; i < 8 && i0 + i < dims; ++i) {
-        std::memcpy(dst + static_cast<int64_t>(i0 + i) * stride + j0, &block[i], sizeof(F8v));
+TETRA_INLINE void StoreTransposed(const float (&tile)[16][16], int dims, float* dst, int64_t stride) {
+  constexpr int N = kNativeLanes;
+  for (int i0 = 0; i0 < dims; i0 += N) {
+    for (int j0 = 0; j0 < 16; j0 += N) {
+      Native block[N];
+      TETRA_UNROLL for (int r = 0; r < N; ++r) block[r] = LoadNative(&tile[j0 + r][i0]);
+      TransposeNative(block);
+      // Unrolled where all N dims exist, so block stays in registers (a
+      // rolled loop stores it to the stack and reloads it in halves).
+      if (i0 + N <= dims) {
+        TETRA_UNROLL for (int i = 0; i < N; ++i) {
+          StoreNative(dst + static_cast<int64_t>(i0 + i) * stride + j0, block[i]);
+        }
+      } else {
+        for (int i = 0; i < N && i0 + i < dims; ++i) {
+          StoreNative(dst + static_cast<int64_t>(i0 + i) * stride + j0, block[i]);
+        }
       }
     }
   }
@@ -256,20 +254,20 @@ TETRA_INLINE void StoreTransposed(const F16v (&rows)[16], int dims, float* dst, 
 // against the row's maximum 2^0): t = n + f with n an integer and
 // |f| <= 1/2, 2^f by its Taylor polynomial of degree 6 (relative error
 // below 2e-7), 2^n put in the exponent bits.
-TETRA_INLINE F16v Exp2(F16v t) {
-  t = t < -126.0f ? Splat(-126.0f) : t;
-  const F16v round_magic = Splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const F16v n = (t + round_magic) - round_magic;
-  const F16v f = t - n;
-  F16v p = Splat(1.5403530e-4f);
+TETRA_INLINE Native Exp2(Native t) {
+  t = t < -126.0f ? SplatNative(-126.0f) : t;
+  const Native round_magic = SplatNative(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const Native n = (t + round_magic) - round_magic;
+  const Native f = t - n;
+  Native p = SplatNative(1.5403530e-4f);
   p = p * f + 1.3333558e-3f;
   p = p * f + 9.6181291e-3f;
   p = p * f + 5.5504109e-2f;
   p = p * f + 2.4022651e-1f;
   p = p * f + 6.9314718e-1f;
   p = p * f + 1.0f;
-  const I16v exponent = (__builtin_convertvector(n, I16v) + 127) << 23;
-  return p * (F16v)(exponent);
+  const NativeI exponent = (__builtin_convertvector(n, NativeI) + 127) << 23;
+  return p * (Native)(exponent);
 }
 
 // Stored elements are converted to f32 without their block's scale, which
@@ -307,6 +305,7 @@ TETRA_INLINE float ConvertOne(const uint8_t* src, int i) {
   }
 }
 
+#if defined(__AVX512F__)
 // Elements [0, count) of a stored row as f32 lanes (count <= 16; lanes past
 // count are 0), unscaled as above.
 template <KvDtype kDtype>
@@ -319,32 +318,71 @@ TETRA_INLINE F16v ConvertChunk(const uint8_t* src, int count) {
   if constexpr (kDtype == KvDtype::kF32) {
     return Load(reinterpret_cast<const float*>(src));
   } else if constexpr (kDtype == KvDtype::kBf16) {
-    return (F16v)(LoadWidenHalves(src) << 16);
+    // Each half zero-extended to 32 bits, then moved to the high 16 bits.
+    const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+    const __m512i words = _mm512_maskz_cvtepu16_epi32(0xffff, halves);
+    return (F16v)((U16v)words << 16);
   } else {
-#if defined(__AVX512F__)
     // Sign-extended code << 7: sign in bit 15, exponent in bits 10-13, the
     // mantissa in bits 7-9; bit 14 (a copy of the sign) cleared.
     const __m256i words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
     const __m256i half_bits = _mm256_and_si256(_mm256_slli_epi16(words, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
     return (F16v)_mm512_maskz_cvtph_ps(0xffff, half_bits);
-#elif defined(TETRA_FP8_VIA_HALF)
-    // The same with two 8-lane conversions (AVX2 + F16C).
-    const __m256i words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-    const __m256i half_bits = _mm256_and_si256(_mm256_slli_epi16(words, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
-    const F8v low = (F8v)_mm256_cvtph_ps(_mm256_castsi256_si128(half_bits));
-    const F8v high = (F8v)_mm256_cvtph_ps(_mm256_extracti128_si256(half_bits, 1));
-    return __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+}
 #else
-    const U16v code = LoadWidenBytes(src);
-    const U16v magnitude = code & 0x7fu;
-    const U16v sign = (code & 0x80u) << 24;
-    const U16v normal_bits = (magnitude << 20) + (120u << 23);  // exponent bias 7 -> 127
-    const F16v subnormal = __builtin_convertvector((I16v)(magnitude), F16v) * 0x1p-9f;
-    const F16v magnitude_value = magnitude < 8u ? subnormal : (F16v)(normal_bits);
-    return (F16v)((U16v)(magnitude_value) | sign);
+// The other builds convert a Native vector at a time (AVX2: 8 lanes, SSE:
+// 4): 16-lane vectors span registers there, and GCC moved them through the
+// stack. count <= kNativeLanes; lanes past count are 0.
+template <KvDtype kDtype>
+TETRA_INLINE Native ConvertNative(const uint8_t* src, int count) {
+  if (count < kNativeLanes) [[unlikely]] {
+    Native v = {};
+    for (int i = 0; i < count; ++i) v[i] = ConvertOne<kDtype>(src, i);
+    return v;
+  }
+  if constexpr (kDtype == KvDtype::kF32) {
+    return LoadNative(reinterpret_cast<const float*>(src));
+  } else if constexpr (kDtype == KvDtype::kBf16) {
+#if defined(__AVX2__)
+    const __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+    return (Native)_mm256_slli_epi32(words, 16);
+#elif defined(__SSE2__) && !defined(__AVX__)
+    // Each half goes to the high 16 bits of its lane.
+    const __m128i halves = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+    return (Native)_mm_unpacklo_epi16(_mm_setzero_si128(), halves);
+#else
+    Native v;
+    for (int i = 0; i < kNativeLanes; ++i) v[i] = ConvertOne<kDtype>(src, i);
+    return v;
+#endif
+  } else {
+#if defined(TETRA_FP8_VIA_HALF)
+    // As ConvertChunk above: the codes as binary16 bits, widened by F16C.
+    const __m128i words = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
+    const __m128i half_bits = _mm_and_si128(_mm_slli_epi16(words, 7), _mm_set1_epi16(static_cast<short>(0xbfff)));
+    return (Native)_mm256_cvtph_ps(half_bits);
+#else
+    NativeU code;
+#if defined(__SSE2__) && !defined(__AVX__)
+    int32_t four;
+    std::memcpy(&four, src, sizeof(four));
+    const __m128i bytes = _mm_cvtsi32_si128(four);
+    const __m128i zero = _mm_setzero_si128();
+    code = (NativeU)_mm_unpacklo_epi16(_mm_unpacklo_epi8(bytes, zero), zero);
+#else
+    for (int i = 0; i < kNativeLanes; ++i) code[i] = src[i];
+#endif
+    const NativeU magnitude = code & 0x7fu;
+    const NativeU sign = (code & 0x80u) << 24;
+    const NativeU normal_bits = (magnitude << 20) + (120u << 23);  // exponent bias 7 -> 127
+    const Native subnormal = __builtin_convertvector((NativeI)(magnitude), Native) * 0x1p-9f;
+    const Native magnitude_value = magnitude < 8u ? subnormal : (Native)(normal_bits);
+    return (Native)((NativeU)(magnitude_value) | sign);
 #endif
   }
 }
+#endif
 
 // What the int8 queries are stored as: bytes for vpdpbusd, or f32 holding
 // the same integers for the f32 score kernel.
@@ -520,18 +558,21 @@ TileSource SourceOfTile(const KvLayerView& layer, const KvSequenceView& kv, int 
 // of a product by f32(1/448); the one tie, 224 x 127 / 448 = 63.5, comes
 // out just above it (63.5000038) and so rounds to 64 like the table (every
 // code is checked in every build by attention_test).
-TETRA_INLINE F16v Int8KeyChunk(const uint8_t* src, int count) {
-  const F16v scaled = (ConvertChunk<KvDtype::kFp8E4M3>(src, count) * (127.0f / kFp8ChunkUnit)) * (1.0f / 448.0f);
-  const F16v round_magic = Splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const F16v k8 = (scaled + round_magic) - round_magic;
-  const F16v high = Splat(127.0f), low = Splat(-127.0f);
-  const F16v clamped = k8 > high ? high : k8;  // the NaN codes (never written) read as 136
+// V is F16v or Native, `converted` the codes through ConvertChunk or
+// ConvertNative.
+template <typename V>
+TETRA_INLINE V Int8Keys(V converted) {
+  const V scaled = (converted * (127.0f / kFp8ChunkUnit)) * (1.0f / 448.0f);
+  const V round_magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const V k8 = (scaled + round_magic) - round_magic;
+  const V high = V{} + 127.0f, low = V{} - 127.0f;
+  const V clamped = k8 > high ? high : k8;  // the NaN codes (never written) read as 136
   return clamped < low ? low : clamped;
 }
 
 // One tile's keys to (unscaled) f32, transposed keys_t [dim, round16(num_keys)]
 // (the padding keys 0), built by 16 x 16 blocks. kInt8Keys (FP8 only): the
-// int8 keys of the codes instead (Int8KeyChunk).
+// int8 keys of the codes instead (Int8Keys).
 template <KvDtype kDtype, bool kInt8Keys = false>
 void LoadKeys(const TileSource& source, int num_keys, int dim, int padded_keys, float* keys_t) {
   constexpr int kBytes = kDtype == KvDtype::kF32 ? 4 : kDtype == KvDtype::kBf16 ? 2 : 1;
@@ -540,22 +581,36 @@ void LoadKeys(const TileSource& source, int num_keys, int dim, int padded_keys, 
     const uint8_t* first_row = source.keys + j0 * source.row_bytes;
     for (int i0 = 0; i0 < dim; i0 += kLanes) {
       const int block_dims = std::min(kLanes, dim - i0);
+#if defined(__AVX512F__)
       F16v block[kLanes];
       TETRA_UNROLL for (int j = 0; j < kLanes; ++j) {
         const uint8_t* chunk = first_row + j * source.row_bytes + i0 * kBytes;
         if (j >= block_keys) {
           block[j] = F16v{};
         } else if constexpr (kInt8Keys) {
-          block[j] = Int8KeyChunk(chunk, block_dims);
+          block[j] = Int8Keys(ConvertChunk<KvDtype::kFp8E4M3>(chunk, block_dims));
         } else {
           block[j] = ConvertChunk<kDtype>(chunk, block_dims);
         }
       }
-#if defined(__AVX512F__)
       Transpose16x16(block);
       for (int i = 0; i < block_dims; ++i) Store(keys_t + static_cast<int64_t>(i0 + i) * padded_keys + j0, block[i]);
 #else
-      StoreTransposed(block, block_dims, keys_t + static_cast<int64_t>(i0) * padded_keys + j0, padded_keys);
+      // Converted a native vector at a time straight into the L1 tile.
+      alignas(64) float tile[kLanes][kLanes];
+      for (int j = 0; j < kLanes; ++j) {
+        const uint8_t* chunk = first_row + j * source.row_bytes + i0 * kBytes;
+        TETRA_UNROLL for (int c = 0; c < kLanes; c += kNativeLanes) {
+          const int count = std::clamp(block_dims - c, 0, kNativeLanes);
+          Native v = {};
+          if (j < block_keys) {
+            v = ConvertNative<kDtype>(chunk + c * kBytes, count);
+            if constexpr (kInt8Keys) v = Int8Keys(v);
+          }
+          StoreNative(&tile[j][c], v);
+        }
+      }
+      StoreTransposed(tile, block_dims, keys_t + static_cast<int64_t>(i0) * padded_keys + j0, padded_keys);
 #endif
     }
   }
@@ -569,9 +624,15 @@ void LoadValues(const TileSource& source, int num_keys, int dim, int padded_dim,
   for (int j = 0; j < num_keys; ++j) {
     const uint8_t* row = source.values + j * source.row_bytes;
     float* dst = values + static_cast<int64_t>(j) * padded_dim;
+#if defined(__AVX512F__)
     for (int i0 = 0; i0 < padded_dim; i0 += kLanes) {
       Store(dst + i0, ConvertChunk<kDtype>(row + i0 * kBytes, std::max(0, std::min(kLanes, dim - i0))));
     }
+#else
+    for (int i0 = 0; i0 < padded_dim; i0 += kNativeLanes) {
+      StoreNative(dst + i0, ConvertNative<kDtype>(row + i0 * kBytes, std::clamp(dim - i0, 0, kNativeLanes)));
+    }
+#endif
   }
 }
 
@@ -763,7 +824,7 @@ TETRA_INLINE void ScoresInt8Rows(const float* q8, int q_stride, const float* q_s
   ScoresTransposedRows<NR>(q8, q_stride, keys_t, padded_keys, dim, tile_keys, scores, score_stride);
   TETRA_UNROLL for (int r = 0; r < NR; ++r) {
     float* row = scores + r * score_stride;
-    for (int j = 0; j < tile_keys; j += kLanes) Store(row + j, Load(row + j) * q_scale[r]);
+    for (int j = 0; j < tile_keys; j += kNativeLanes) StoreNative(row + j, LoadNative(row + j) * q_scale[r]);
   }
 }
 #endif
@@ -864,31 +925,32 @@ void TETRA_ATTEND_FN(const AttendTask& task) {
       const int visible = static_cast<int>(std::clamp<int64_t>(position - key_begin + 1, 0, num_keys));
       max_visible = std::max(max_visible, visible);
       if (visible == 0) {
-        for (int j = 0; j < tile_keys; j += kLanes) Store(s + j, F16v{});
+        for (int j = 0; j < tile_keys; j += kNativeLanes) StoreNative(s + j, Native{});
         continue;
       }
-      const F16v lanes = LaneIndex();
+      // Native vectors: 16-lane ones that span registers live in memory.
+      const Native lanes = NativeLaneIndex();
       const float visible_f = static_cast<float>(visible);
-      F16v best = Splat(-std::numeric_limits<float>::infinity());
-      for (int j = 0; j < tile_keys; j += kLanes) {
-        const F16v v = Load(s + j) * key_scale;
-        const F16v masked = (lanes + static_cast<float>(j)) < visible_f ? v : best;
+      Native best = SplatNative(-std::numeric_limits<float>::infinity());
+      for (int j = 0; j < tile_keys; j += kNativeLanes) {
+        const Native v = LoadNative(s + j) * key_scale;
+        const Native masked = (lanes + static_cast<float>(j)) < visible_f ? v : best;
         best = masked > best ? masked : best;
       }
-      const float new_max = std::max(row_max[r], HorizontalMax(best));
+      const float new_max = std::max(row_max[r], HorizontalMaxNative(best));
       const float correction = std::exp2(row_max[r] - new_max);  // 0 on the row's first keys
-      F16v total = {};
-      for (int j = 0; j < tile_keys; j += kLanes) {
-        const F16v p = Exp2(Load(s + j) * key_scale - new_max);
-        const F16v masked = (lanes + static_cast<float>(j)) < visible_f ? p : F16v{};
+      Native total = {};
+      for (int j = 0; j < tile_keys; j += kNativeLanes) {
+        const Native p = Exp2(LoadNative(s + j) * key_scale - new_max);
+        const Native masked = (lanes + static_cast<float>(j)) < visible_f ? p : Native{};
         total += masked;
-        Store(s + j, masked * value_scale);
+        StoreNative(s + j, masked * value_scale);
       }
-      row_sum[r] = row_sum[r] * correction + HorizontalSum(total);
+      row_sum[r] = row_sum[r] * correction + HorizontalSumNative(total);
       row_max[r] = new_max;
       if (correction != 1.0f) {
         float* a = acc + static_cast<int64_t>(r) * padded_dim;
-        for (int i = 0; i < padded_dim; i += kLanes) Store(a + i, Load(a + i) * correction);
+        for (int i = 0; i < padded_dim; i += kNativeLanes) StoreNative(a + i, LoadNative(a + i) * correction);
       }
     }
 
