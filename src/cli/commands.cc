@@ -102,7 +102,7 @@ void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags) {
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--attention-math", flags.attention_math,
                   "Attention scores over FP8 KV blocks: int8 (int8 dot products) or f32 "
-                  "(default: int8 with w4a8, f32 with reference weights)")
+                  "(default: int8 with w4a8 on CPUs with AVX-512 VNNI and VBMI, else f32)")
       ->check(CLI::IsMember({"int8", "f32"}));
 }
 

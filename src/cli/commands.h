@@ -19,7 +19,7 @@ struct PrecisionFlags {
   std::string weights = "reference";  // reference | w4a8
   std::string kv_cache;               // fp8 | bf16 | f32; empty: f32 for reference weights, fp8 for w4a8
   int kv_block_tokens = 64;
-  std::string attention_math;         // int8 | f32; empty: int8 for w4a8, f32 for reference
+  std::string attention_math;         // int8 | f32; empty: int8 for w4a8 on AVX-512 VNNI+VBMI, else f32
 };
 // Adds the PrecisionFlags options to a subcommand.
 void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags);

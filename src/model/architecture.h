@@ -34,7 +34,8 @@ struct LoadOptions {
   std::optional<KvDtype> kv_dtype;
   int kv_block_tokens = 64;
   // How attention scores full FP8 KV blocks (kernels/attention/attention.h);
-  // unset means int8 with W4A8 and f32 with reference weights.
+  // unset means int8 with W4A8 where the CPU has the int8 build
+  // (HasFastInt8Scores), else f32.
   std::optional<AttentionMath> attention_math{};
 };
 

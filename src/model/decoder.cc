@@ -53,8 +53,10 @@ class Decoder : public Architecture {
 
   Status Load(const WeightSource& w, const LoadOptions& options) override {
     const ModelConfig& c = config_;
+    // Int8 scores by default with W4A8 where the CPU has their fast build.
     attention_math_ = options.attention_math.value_or(
-        options.weights == WeightFormat::kW4A8 ? AttentionMath::kInt8Scores : AttentionMath::kF32);
+        options.weights == WeightFormat::kW4A8 && HasFastInt8Scores() ? AttentionMath::kInt8Scores
+                                                                       : AttentionMath::kF32);
     // Its integer sums are exact up to this head size; beyond it, f32.
     if (c.head_dim > kMaxInt8ScoresHeadDim) attention_math_ = AttentionMath::kF32;
     // Binds a matrix for the chosen weight format (reference or packed).

@@ -178,6 +178,11 @@ std::vector<AttentionIsa> SupportedAttentionIsas() {
   return isas;
 }
 
+bool HasFastInt8Scores() {
+  static const bool fast = SupportedAttentionIsas().back() == AttentionIsa::kAvx512Vnni;
+  return fast;
+}
+
 const char* AttentionIsaName(AttentionIsa isa) {
   switch (isa) {
     case AttentionIsa::kBest: return "best";

@@ -51,6 +51,9 @@ void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
 // run every supported one). kAvx512Vnni needs AVX-512 F, BW, VL, VNNI and VBMI.
 enum class AttentionIsa : uint8_t { kBest, kGeneric, kAvx2, kAvx512, kAvx512Vnni };
 std::vector<AttentionIsa> SupportedAttentionIsas();  // kGeneric first, then by ISA level
+// True when the CPU runs the int8 score build (vpdpbusd): there int8 scores
+// are faster than f32; elsewhere they cost about the same or more.
+bool HasFastInt8Scores();
 const char* AttentionIsaName(AttentionIsa isa);
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
                     std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa,
