@@ -44,7 +44,7 @@ TEST(CliTest, BadValueFails) {
   r = RunTetra("generate -p hi --temperature abc");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(CountLines(r.output), 1) << r.output;
-  for (const char* flags : {"--kv-cache int4", "--kv-block 0"}) {
+  for (const char* flags : {"--kv-cache int4", "--kv-block 0", "--attention-math int4"}) {
     r = RunTetra(std::string("generate -p hi ") + flags);
     EXPECT_NE(r.exit_code, 0) << flags;
     EXPECT_EQ(CountLines(r.output), 1) << r.output;
@@ -61,6 +61,13 @@ TEST(CliTest, EveryKvCacheTypeGenerates) {
                            "--weights w4a8 --kv-cache " + kv);
     EXPECT_EQ(r.exit_code, 0) << kv << ": " << r.output;
     EXPECT_NE(r.output.find("generation: "), std::string::npos) << kv << ": " << r.output;
+  }
+  // Both attention maths over full FP8 blocks.
+  for (const char* math : {"int8", "f32"}) {
+    RunResult r = RunTetra("generate -m " + model + " -p 'one two three four five six' -n 12 --temperature 0 --kv-block 4 " +
+                           "--weights w4a8 --kv-cache fp8 --attention-math " + math);
+    EXPECT_EQ(r.exit_code, 0) << math << ": " << r.output;
+    EXPECT_NE(r.output.find("generation: "), std::string::npos) << math << ": " << r.output;
   }
 }
 
