@@ -102,10 +102,14 @@ void ResizeActivations(int64_t num_tokens, int64_t cols, int group_size, Quantiz
   out->scales.resize(num_token_groups);
   out->group_sums.resize(num_token_groups);
   out->scaled_group_sums.resize(num_token_groups);
+  // Groups of a multiple of 16 inputs only (W6A8 takes groups of 32).
+  const bool has_sub_sums = group_size % QuantizedActivations::kSubSumInputs == 0;
+  out->sub_sums.resize(has_sub_sums ? static_cast<size_t>(num_tokens * (cols / QuantizedActivations::kSubSumInputs)) : 0);
   out->values_base = out->values.data();
   out->scales_base = out->scales.data();
   out->group_sums_base = out->group_sums.data();
   out->scaled_group_sums_base = out->scaled_group_sums.data();
+  out->sub_sums_base = out->sub_sums.data();
 }
 
 void QuantizeActivationRows(const float* x, int64_t begin, int64_t end, QuantizedActivations* out) {
@@ -113,6 +117,7 @@ void QuantizeActivationRows(const float* x, int64_t begin, int64_t end, Quantize
               "tokens [{}, {}) of {} (or a slice)", begin, end, out->num_tokens);
   const int64_t cols = out->cols;
   const int group_size = out->group_size;
+  constexpr int kSub = QuantizedActivations::kSubSumInputs;
   for (int64_t t = begin; t < end; ++t) {
     int8_t* q = out->values.data() + t * out->values_stride;
     const size_t first = static_cast<size_t>(t * out->num_groups);
@@ -122,7 +127,18 @@ void QuantizeActivationRows(const float* x, int64_t begin, int64_t end, Quantize
       const float scale = max_abs / 127.0f;
       const float inverse = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
       QuantizeRow(x + t * cols + c, group_size, inverse, q + c);
-      const float sum = static_cast<float>(SumBytes(q + c, group_size));  // |sum| < 2^24: exact
+      int32_t group_sum;
+      if (out->sub_sums.empty()) {
+        group_sum = SumBytes(q + c, group_size);
+      } else {
+        int32_t* sub_sums = out->sub_sums.data() + t * (cols / kSub) + c / kSub;
+        group_sum = 0;
+        for (int k = 0; k < group_size / kSub; ++k) {
+          sub_sums[k] = SumBytes(q + c + k * kSub, kSub);
+          group_sum += sub_sums[k];
+        }
+      }
+      const float sum = static_cast<float>(group_sum);  // |sum| < 2^24: exact
       out->scales[first + static_cast<size_t>(g)] = scale;
       out->group_sums[first + static_cast<size_t>(g)] = sum;
       out->scaled_group_sums[first + static_cast<size_t>(g)] = scale * sum;
@@ -149,6 +165,7 @@ void SliceActivations(const QuantizedActivations& all, int64_t first, int64_t co
   out->scales_base = all.scales_base + first * all.num_groups;
   out->group_sums_base = all.group_sums_base + first * all.num_groups;
   out->scaled_group_sums_base = all.scaled_group_sums_base + first * all.num_groups;
+  out->sub_sums_base = all.sub_sums_base + first * (all.cols / QuantizedActivations::kSubSumInputs);
 }
 
 }  // namespace tetra

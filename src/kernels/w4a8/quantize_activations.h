@@ -32,15 +32,22 @@ struct QuantizedActivations {
   std::vector<float> scales;    // [num_tokens, num_groups] max |x| / 127 per group
   std::vector<float> group_sums;  // [num_tokens, num_groups] Σ q per group (exact integers)
   std::vector<float> scaled_group_sums;  // [num_tokens, num_groups] scales * group_sums (rounded once)
+  // [num_tokens, cols / kSubSumInputs] Σ q per 16 inputs (the Q6_K sub-blocks
+  // of W6A8), computed once here rather than by every GEMM call; empty when
+  // the group size is not a multiple of 16.
+  static constexpr int kSubSumInputs = 16;
+  std::vector<int32_t> sub_sums;
   const int8_t* values_base = nullptr;
   const float* scales_base = nullptr;
   const float* group_sums_base = nullptr;
   const float* scaled_group_sums_base = nullptr;
+  const int32_t* sub_sums_base = nullptr;
 
   const int8_t* token_values(int64_t t) const { return values_base + t * values_stride; }
   const float* token_scales(int64_t t) const { return scales_base + t * num_groups; }
   const float* token_group_sums(int64_t t) const { return group_sums_base + t * num_groups; }
   const float* token_scaled_group_sums(int64_t t) const { return scaled_group_sums_base + t * num_groups; }
+  const int32_t* token_sub_sums(int64_t t) const { return sub_sums_base + t * (cols / kSubSumInputs); }
 };
 
 // x: [num_tokens, cols] f32. cols must be a positive multiple of group_size

@@ -125,13 +125,12 @@ void UnpackW6Row(const PackedW6& w, int64_t r, float* out) {
 
 namespace w6a8_internal {
 
-void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, float* y,
                     int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  const int64_t num_sub_blocks = w.cols / PackedW6::kSubBlock;
   for (int64_t tile = row_begin / kRows; tile < (row_end + kRows - 1) / kRows; ++tile) {
     for (int64_t t = 0; t < a.num_tokens; ++t) {
       const int8_t* x = a.token_values(t);
-      const int32_t* token_offsets = offsets + t * num_sub_blocks;
+      const int32_t* token_sums = a.token_sub_sums(t);  // Σ a per 16 inputs
       float out[kRows] = {};
       for (int64_t s = 0; s < w.num_super_blocks; ++s) {
         const int8_t* scales = w.scales(tile, s);
@@ -142,7 +141,7 @@ void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int3
             const uint8_t* lines = w.codes(tile, s) + h * PackedW6::kSubBlockBytes;
             const int8_t* xh = x + s * PackedW6::kSuperBlock + h * PackedW6::kSubBlock;
             for (int r = 0; r < kRows; ++r) {
-              int32_t dot = token_offsets[s * PackedW6::kSubBlocks + h];
+              int32_t dot = -32 * token_sums[s * PackedW6::kSubBlocks + h];
               for (int c = 0; c < PackedW6::kSubBlock; ++c) dot += CodeAt(lines, r, c / 4, c % 4) * xh[c];
               acc[r] += scales[h * kRows + r] * dot;
             }
@@ -187,28 +186,13 @@ void GemmW6A8(const PackedW6& w, const QuantizedActivations& a, float* y, int64_
   static const std::vector<Isa> supported = SupportedW6A8Isas();  // once, not per call
   isa = ResolveIsa(isa, supported, "W6A8");
 
-  // -32 * Σ a per token and 16 inputs: cols / 16 ints a token, cheap next to
-  // the rows, so each call (each thread's row range) computes its own.
-  thread_local std::vector<int32_t> offsets;
-  const int64_t num_sub_blocks = w.cols / PackedW6::kSubBlock;
-  const size_t needed = static_cast<size_t>(a.num_tokens * num_sub_blocks);
-  if (offsets.size() < needed) offsets.resize(needed);
-  for (int64_t t = 0; t < a.num_tokens; ++t) {
-    const int8_t* x = a.token_values(t);
-    int32_t* token_offsets = offsets.data() + t * num_sub_blocks;
-    for (int64_t h = 0; h < num_sub_blocks; ++h) {
-      int32_t sum = 0;
-      for (int c = 0; c < PackedW6::kSubBlock; ++c) sum += x[h * PackedW6::kSubBlock + c];
-      token_offsets[h] = -32 * sum;
-    }
-  }
 #if defined(TETRA_W4A8_HAVE_X86_KERNELS)
   if (isa == Isa::kAvx512Vnni) {
-    return w6a8_internal::GemmRowsAvx512Vnni(w, a, offsets.data(), y, y_stride, row_begin, row_end);
+    return w6a8_internal::GemmRowsAvx512Vnni(w, a, y, y_stride, row_begin, row_end);
   }
-  if (isa == Isa::kAvx2) return w6a8_internal::GemmRowsAvx2(w, a, offsets.data(), y, y_stride, row_begin, row_end);
+  if (isa == Isa::kAvx2) return w6a8_internal::GemmRowsAvx2(w, a, y, y_stride, row_begin, row_end);
 #endif
-  w6a8_internal::GemmRowsScalar(w, a, offsets.data(), y, y_stride, row_begin, row_end);
+  w6a8_internal::GemmRowsScalar(w, a, y, y_stride, row_begin, row_end);
 }
 
 }  // namespace tetra

@@ -90,8 +90,8 @@ std::vector<Isa> SupportedW6A8Isas();
 bool HasFastW6A8();
 
 // As GemmW8A8: y[t * y_stride + r] for r in [row_begin, row_end); requires
-// a.cols == w.cols and a.group_size == 32 (checked). Keeps per-thread
-// scratch for the activations' sums per 16 inputs (grown, never shrunk).
+// a.cols == w.cols and a.group_size == 32 (checked). The activations' sums
+// per 16 inputs come with them (QuantizedActivations::token_sub_sums).
 void GemmW6A8(const PackedW6& w, const QuantizedActivations& a, float* y, int64_t y_stride, int64_t row_begin,
               int64_t row_end, Isa isa = Isa::kBest);
 

@@ -58,18 +58,17 @@ inline Codes Unpack(const uint8_t* lines) {
 
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r].
 template <int T, int kTiles>
-void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, int64_t tile, int64_t t0,
+void TileTokens(const PackedW6& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                 float (*out)[16]) {
   const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t num_sub_blocks = w.cols / PackedW6::kSubBlock;
   const int8_t* x[T];
-  const int32_t* token_offsets[T];
+  const int32_t* token_sums[T];  // Σ a per 16 inputs
   const float* token_scales[T];
   __m256 sums[kTiles][T][2];
 #pragma GCC unroll 2
   for (int t = 0; t < T; ++t) {
     x[t] = a.token_values(t0 + t);
-    token_offsets[t] = offsets + (t0 + t) * num_sub_blocks;
+    token_sums[t] = a.token_sub_sums(t0 + t);
     token_scales[t] = a.token_scales(t0 + t);
 #pragma GCC unroll 4
     for (int i = 0; i < kTiles; ++i) sums[i][t][0] = sums[i][t][1] = _mm256_setzero_ps();
@@ -120,7 +119,7 @@ void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t*
           for (int chunk = 0; chunk < 4; ++chunk) {
             inputs[t][chunk] = _mm256_set1_epi32(Load32(x[t] + first_input + chunk * 4));
           }
-          start[t] = _mm256_set1_epi32(token_offsets[t][s * PackedW6::kSubBlocks + h]);
+          start[t] = _mm256_set1_epi32(-32 * token_sums[t][s * PackedW6::kSubBlocks + h]);
         }
 #pragma GCC unroll 4
         for (int i = 0; i < kTiles; ++i) {
@@ -169,20 +168,20 @@ void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t*
 
 }  // namespace
 
-void GemmRowsAvx2(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+void GemmRowsAvx2(const PackedW6& w, const QuantizedActivations& a, float* y,
                   int64_t y_stride, int64_t row_begin, int64_t row_end) {
   // Passes of 2 tokens x 1 tile, or 1 token x 4 (else 2) tiles: 16 ymm registers.
   const w4a8_internal::PassShape shape{.max_tokens = 2, .max_tokens_for_four = 1, .max_tokens_for_two = 1};
   w4a8_internal::ForEachTilePass(row_begin, row_end, a.num_tokens, shape, y, y_stride,
                                  [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
                                    if (tiles == 4) {
-                                     TileTokens<1, 4>(w, a, offsets, tile, t0, out);
+                                     TileTokens<1, 4>(w, a, tile, t0, out);
                                    } else if (tiles == 2) {
-                                     TileTokens<1, 2>(w, a, offsets, tile, t0, out);
+                                     TileTokens<1, 2>(w, a, tile, t0, out);
                                    } else if (n == 2) {
-                                     TileTokens<2, 1>(w, a, offsets, tile, t0, out);
+                                     TileTokens<2, 1>(w, a, tile, t0, out);
                                    } else {
-                                     TileTokens<1, 1>(w, a, offsets, tile, t0, out);
+                                     TileTokens<1, 1>(w, a, tile, t0, out);
                                    }
                                  });
 }

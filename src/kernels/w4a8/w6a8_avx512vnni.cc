@@ -58,17 +58,16 @@ inline Codes Unpack(const uint8_t* lines) {
 
 // out[i * T + t][r] = y[t0 + t, (tile + i) * 16 + r].
 template <int T, int kTiles>
-void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, int64_t tile, int64_t t0,
+void TileTokens(const PackedW6& w, const QuantizedActivations& a, int64_t tile, int64_t t0,
                 float (*out)[16]) {
-  const int64_t num_sub_blocks = w.cols / PackedW6::kSubBlock;
   const int8_t* x[T];
-  const int32_t* token_offsets[T];
+  const int32_t* token_sums[T];  // Σ a per 16 inputs
   const float* token_scales[T];
   __m512 sums[kTiles][T];
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) {
     x[t] = a.token_values(t0 + t);
-    token_offsets[t] = offsets + (t0 + t) * num_sub_blocks;
+    token_sums[t] = a.token_sub_sums(t0 + t);
     token_scales[t] = a.token_scales(t0 + t);
 #pragma GCC unroll 4
     for (int i = 0; i < kTiles; ++i) sums[i][t] = _mm512_setzero_ps();
@@ -117,7 +116,7 @@ void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t*
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + i * tile_bytes + h * PackedW6::kTileRows)));
 #pragma GCC unroll 4
           for (int t = 0; t < T; ++t) {
-            __m512i dot = _mm512_set1_epi32(token_offsets[t][s * PackedW6::kSubBlocks + h]);
+            __m512i dot = _mm512_set1_epi32(-32 * token_sums[t][s * PackedW6::kSubBlocks + h]);
 #pragma GCC unroll 4
             for (int chunk = 0; chunk < 4; ++chunk) {
               const __m512i inputs = _mm512_set1_epi32(Load32(x[t] + first_input + chunk * 4));
@@ -146,28 +145,28 @@ void TileTokens(const PackedW6& w, const QuantizedActivations& a, const int32_t*
 }
 
 template <int kTiles>
-void RunTileTokens(int64_t n, const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, int64_t tile,
+void RunTileTokens(int64_t n, const PackedW6& w, const QuantizedActivations& a, int64_t tile,
                    int64_t t0, float (*out)[16]) {
   switch (n) {
-    case 4: TileTokens<4, kTiles>(w, a, offsets, tile, t0, out); break;
-    case 3: TileTokens<3, kTiles>(w, a, offsets, tile, t0, out); break;
-    case 2: TileTokens<2, kTiles>(w, a, offsets, tile, t0, out); break;
-    default: TileTokens<1, kTiles>(w, a, offsets, tile, t0, out); break;
+    case 4: TileTokens<4, kTiles>(w, a, tile, t0, out); break;
+    case 3: TileTokens<3, kTiles>(w, a, tile, t0, out); break;
+    case 2: TileTokens<2, kTiles>(w, a, tile, t0, out); break;
+    default: TileTokens<1, kTiles>(w, a, tile, t0, out); break;
   }
 }
 
 }  // namespace
 
-void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
   w4a8_internal::ForEachTilePass(row_begin, row_end, a.num_tokens, w4a8_internal::PassShape{}, y, y_stride,
                                  [&](int64_t tile, int tiles, int64_t t0, int64_t n, float (*out)[16]) {
                                    if (tiles == 4) {
-                                     TileTokens<1, 4>(w, a, offsets, tile, t0, out);
+                                     TileTokens<1, 4>(w, a, tile, t0, out);
                                    } else if (tiles == 2) {
-                                     RunTileTokens<2>(n, w, a, offsets, tile, t0, out);
+                                     RunTileTokens<2>(n, w, a, tile, t0, out);
                                    } else {
-                                     RunTileTokens<1>(n, w, a, offsets, tile, t0, out);
+                                     RunTileTokens<1>(n, w, a, tile, t0, out);
                                    }
                                  });
 }

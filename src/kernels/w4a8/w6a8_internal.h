@@ -8,13 +8,13 @@
 
 namespace tetra::w6a8_internal {
 
-// offsets: [a.num_tokens, w.cols / 16], -32 * Σ a[t, c] over each 16 inputs
-// (the Q6_K code's -32 folded into the starting value of each dot product).
-void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+// Each 16-input dot product starts at -32 * a.token_sub_sums (the Q6_K
+// code's -32 folded into its starting value).
+void GemmRowsScalar(const PackedW6& w, const QuantizedActivations& a, float* y,
                     int64_t y_stride, int64_t row_begin, int64_t row_end);
-void GemmRowsAvx2(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+void GemmRowsAvx2(const PackedW6& w, const QuantizedActivations& a, float* y,
                   int64_t y_stride, int64_t row_begin, int64_t row_end);
-void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, const int32_t* offsets, float* y,
+void GemmRowsAvx512Vnni(const PackedW6& w, const QuantizedActivations& a, float* y,
                         int64_t y_stride, int64_t row_begin, int64_t row_end);
 
 }  // namespace tetra::w6a8_internal
