@@ -31,19 +31,13 @@ PackedW4 RandomPacked(int64_t rows, int64_t cols, uint32_t seed, bool symmetric 
   std::normal_distribution<float> normal(0.0f, 0.05f);
   std::vector<float> w(static_cast<size_t>(rows * cols));
   for (auto& v : w) v = normal(rng);
-  MatrixView view;
-  view.dtype = DType::kF32;
-  view.rows = rows;
-  view.cols = cols;
-  view.data = reinterpret_cast<const uint8_t*>(w.data());
-  view.row_stride_bytes = static_cast<size_t>(cols) * 4;
+  MatrixView view = MatrixView::Contiguous(DType::kF32, rows, cols, w.data());
   std::vector<uint8_t> q4_0;
   if (symmetric) {
-    view.dtype = DType::kQ4_0;
-    view.row_stride_bytes = RowBytes(DType::kQ4_0, cols);
-    q4_0.resize(view.row_stride_bytes * static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) QuantizeRow(DType::kQ4_0, &w[r * cols], &q4_0[r * view.row_stride_bytes], cols);
-    view.data = q4_0.data();
+    const size_t row_bytes = RowBytes(DType::kQ4_0, cols);
+    q4_0.resize(row_bytes * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) QuantizeRow(DType::kQ4_0, &w[r * cols], &q4_0[r * row_bytes], cols);
+    view = MatrixView::Contiguous(DType::kQ4_0, rows, cols, q4_0.data());
   }
   StatusOr<PackedW4> packed = PackW4(view, 32);
   if (!packed.ok()) std::abort();
@@ -147,13 +141,7 @@ void BM_W4A8QuantizeActivations(benchmark::State& state) {
 constexpr int64_t kHeadRows = 49152, kHeadCols = 2048;
 
 MatrixView HeadView(DType dtype, const std::vector<uint8_t>& bytes) {
-  MatrixView view;
-  view.dtype = dtype;
-  view.rows = kHeadRows;
-  view.cols = kHeadCols;
-  view.data = bytes.data();
-  view.row_stride_bytes = RowBytes(dtype, kHeadCols);
-  return view;
+  return MatrixView::Contiguous(dtype, kHeadRows, kHeadCols, bytes.data());
 }
 
 // Times gemm(head, a, y, y_stride, row_begin, row_end) over all rows.

@@ -146,7 +146,7 @@ class Decoder : public Architecture {
               return Status::Errorf("{}: tensor '{}' must be an F32 vector of {} values",
                                     w.display_path(), t->name, hidden);
             }
-            l.shared_gate = MatrixView{t->dtype, 1, hidden, t->data, RowBytes(t->dtype, hidden)};
+            l.shared_gate = MatrixView::Contiguous(t->dtype, 1, hidden, t->data);
           } else {
             TETRA_ASSIGN_OR_RETURN(l.shared_gate, w.Matrix(name("ffn_gate_inp_shexp.weight"), 1, hidden));
           }

@@ -134,7 +134,7 @@ StatusOr<MatrixView> WeightSource::Matrix(const std::string& name, int64_t rows,
     return Status::Errorf("{}: tensor '{}' has shape [{}], expected [{}, {}]", files_.path, t->name,
                           fmt::join(t->shape, ", "), rows, cols);
   }
-  return MatrixView{t->dtype, rows, cols, t->data, RowBytes(t->dtype, cols)};
+  return MatrixView::Contiguous(t->dtype, rows, cols, t->data);
 }
 
 StatusOr<std::vector<float>> WeightSource::Vector(const std::string& name, int64_t n) const {

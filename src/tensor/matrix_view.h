@@ -17,6 +17,11 @@ struct MatrixView {
   const uint8_t* data = nullptr;
   size_t row_stride_bytes = 0;
 
+  // Rows stored back to back (stride RowBytes(dtype, cols)).
+  static MatrixView Contiguous(DType dtype, int64_t rows, int64_t cols, const void* data) {
+    return {dtype, rows, cols, static_cast<const uint8_t*>(data), RowBytes(dtype, cols)};
+  }
+
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_stride_bytes; }
   bool empty() const { return data == nullptr; }
 };

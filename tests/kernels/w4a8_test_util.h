@@ -58,13 +58,7 @@ inline std::vector<uint8_t> RandomBlocks(DType dtype, int64_t rows, int64_t cols
 }
 
 inline MatrixView ViewOf(DType dtype, int64_t rows, int64_t cols, const std::vector<uint8_t>& bytes) {
-  MatrixView view;
-  view.dtype = dtype;
-  view.rows = rows;
-  view.cols = cols;
-  view.data = bytes.data();
-  view.row_stride_bytes = RowBytes(dtype, cols);
-  return view;
+  return MatrixView::Contiguous(dtype, rows, cols, bytes.data());
 }
 
 inline std::vector<float> RandomFloats(size_t n, std::mt19937& rng, float stddev = 1.0f) {
