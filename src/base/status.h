@@ -5,11 +5,24 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <variant>
 
 namespace tetra {
+
+// What kind of failure a Status is, for callers that act on it (a scheduler
+// that waits when the KV pool is exhausted, a server mapping errors to HTTP
+// statuses). Most errors are kInvalid: bad input, named in the message.
+enum class StatusCode : uint8_t {
+  kOk,
+  kInvalid,            // bad input: files, flags, requests
+  kResourceExhausted,  // out of a bounded resource (KV blocks, slots); may succeed later
+  kCancelled,          // the caller gave up (abort, disconnect, shutdown)
+  kUnavailable,        // not ready or shutting down
+  kInternal,           // a failure that is not the caller's (a kernel threw)
+};
 
 class [[nodiscard]] Status {
  public:
@@ -17,22 +30,26 @@ class [[nodiscard]] Status {
   static Status Ok() { return Status(); }
   // The message names the thing and the problem, e.g.
   // "model.gguf: tensor 'blk.3.ffn_up_exps' ends past the end of the file".
-  static Status Error(std::string message) { return Status(std::move(message)); }
+  static Status Error(std::string message) { return Status(StatusCode::kInvalid, std::move(message)); }
   template <typename... Args>
   static Status Errorf(fmt::format_string<Args...> format, Args&&... args) {
-    return Status(fmt::format(format, std::forward<Args>(args)...));
+    return Status(StatusCode::kInvalid, fmt::format(format, std::forward<Args>(args)...));
   }
+  // An error of a given kind (not kOk).
+  static Status WithCode(StatusCode code, std::string message) { return Status(code, std::move(message)); }
 
-  bool ok() const { return !is_error_; }
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  bool is_resource_exhausted() const { return code_ == StatusCode::kResourceExhausted; }
   const std::string& message() const { return message_; }
   // Prefixes the message with context ("file.gguf: " + message).
   Status WithPrefix(const std::string& prefix) const {
-    return ok() ? *this : Status(prefix + message_);
+    return ok() ? *this : Status(code_, prefix + message_);
   }
 
  private:
-  explicit Status(std::string message) : is_error_(true), message_(std::move(message)) {}
-  bool is_error_ = false;
+  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  StatusCode code_ = StatusCode::kOk;
   std::string message_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -50,10 +51,20 @@ void ThreadPool::RunChunks(uint32_t generation) {
     const int64_t grain = job_grain_.load(std::memory_order_relaxed);
     const int64_t size = job_size_.load(std::memory_order_relaxed);
     const int64_t begin = index * grain;
-    job_call_.load(std::memory_order_relaxed)(job_fn_.load(std::memory_order_relaxed), begin,
-                                              std::min(size, begin + grain));
+    RunChunk(job_call_.load(std::memory_order_relaxed), job_fn_.load(std::memory_order_relaxed), begin,
+             std::min(size, begin + grain));
     chunks_done_.fetch_add(1, std::memory_order_acq_rel);
     state = state_.load(std::memory_order_acquire);
+  }
+}
+
+void ThreadPool::RunChunk(ChunkCall call, void* fn, int64_t begin, int64_t end) noexcept {
+  if (job_failed_.load(std::memory_order_relaxed)) return;  // the job already failed: skip the rest
+  try {
+    call(fn, begin, end);
+  } catch (...) {
+    if (!first_error_taken_.test_and_set(std::memory_order_acq_rel)) job_error_ = std::current_exception();
+    job_failed_.store(true, std::memory_order_release);
   }
 }
 
@@ -87,8 +98,12 @@ void ThreadPool::Run(int64_t n, int64_t grain, void* fn, ChunkCall call) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t num_chunks = (n + grain - 1) / grain;
+  job_failed_.store(false, std::memory_order_relaxed);
+  first_error_taken_.clear(std::memory_order_relaxed);
+  job_error_ = nullptr;
   if (workers_.empty() || num_chunks == 1) {
-    for (int64_t b = 0; b < n; b += grain) call(fn, b, std::min(n, b + grain));
+    for (int64_t b = 0; b < n; b += grain) RunChunk(call, fn, b, std::min(n, b + grain));
+    RethrowJobError();
     return;
   }
   // No worker can be inside a chunk now: the previous job's chunks are all
@@ -116,6 +131,14 @@ void ThreadPool::Run(int64_t n, int64_t grain, void* fn, ChunkCall call) {
   // Close the job before the next one rewrites the job fields: a worker that
   // read this job's state but has not claimed yet now fails its claim.
   state_.store((static_cast<uint64_t>(generation) << 32) | kClosedIndex, std::memory_order_seq_cst);
+  RethrowJobError();
+}
+
+void ThreadPool::RethrowJobError() {
+  if (!job_failed_.load(std::memory_order_acquire)) return;
+  // Every chunk has reported done (acquire), so the failing chunk's store is visible.
+  std::exception_ptr error = std::exchange(job_error_, nullptr);
+  std::rethrow_exception(error);
 }
 
 }  // namespace tetra

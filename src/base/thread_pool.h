@@ -7,12 +7,15 @@
 // for a short while (decode steps come every few hundred microseconds, and
 // waking a sleeping thread costs more than a small job) and then sleep.
 // ParallelFor may be called from one thread at a time (the engine thread);
-// calls do not nest.
+// calls do not nest. An exception thrown by fn in any chunk (on any thread)
+// reaches ParallelFor's caller: the first one is rethrown there once every
+// claimed chunk has returned, and chunks not yet started are skipped.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <type_traits>
 #include <mutex>
 #include <thread>
@@ -47,6 +50,9 @@ class ThreadPool {
   void WorkerLoop();
   // Claims and runs chunks of job `generation` until none are left.
   void RunChunks(uint32_t generation);
+  // Runs one chunk, keeping its exception (the job's first) for the caller.
+  void RunChunk(ChunkCall call, void* fn, int64_t begin, int64_t end) noexcept;
+  void RethrowJobError();
   // Waits until the job generation differs from `seen`; false when stopping.
   bool WaitForJob(uint32_t seen);
 
@@ -65,6 +71,10 @@ class ThreadPool {
   std::atomic<int64_t> job_grain_{1};
   std::atomic<int64_t> job_num_chunks_{0};
   std::atomic<int64_t> chunks_done_{0};
+  // The job's first exception; set once (first_error_taken_) and read by the caller after the job.
+  std::atomic<bool> job_failed_{false};
+  std::atomic_flag first_error_taken_ = ATOMIC_FLAG_INIT;
+  std::exception_ptr job_error_;
   std::atomic<bool> stopping_{false};
 
   std::mutex mu_;  // only for sleeping and waking

@@ -23,6 +23,16 @@ TEST(StatusTest, OkAndError) {
   EXPECT_EQ(e.WithPrefix("f.gguf: ").message(), "f.gguf: boom");
 }
 
+TEST(StatusTest, CodesSurviveAPrefix) {
+  EXPECT_EQ(Status::Ok().code(), StatusCode::kOk);
+  EXPECT_EQ(Status::Error("bad").code(), StatusCode::kInvalid);
+  const Status full = Status::WithCode(StatusCode::kResourceExhausted, "no blocks");
+  EXPECT_FALSE(full.ok());
+  EXPECT_TRUE(full.is_resource_exhausted());
+  EXPECT_EQ(full.WithPrefix("kv: ").code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(full.WithPrefix("kv: ").message(), "kv: no blocks");
+}
+
 TEST(StatusTest, AssignOrReturnPropagates) {
   int v = 0;
   EXPECT_TRUE(UseIt(3, &v).ok());
