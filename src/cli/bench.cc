@@ -15,6 +15,7 @@
 #include "base/check.h"
 #include "base/cpu_features.h"
 #include "cli/commands.h"
+#include "model/session.h"
 
 namespace tetra::cli {
 namespace {
@@ -35,13 +36,15 @@ std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int64_t count, int64_t v
   return tokens;
 }
 
+// The bench's own inputs are valid: a failure is a bug.
+void CheckOk(const Status& status) { TETRA_CHECK(status.ok(), "{}", status.message()); }
+
 // Seconds to prefill `prompt` into an empty cache, as one Forward call.
-double TimePrefill(Model& model, std::span<const int32_t> prompt, ThreadPool& pool, std::vector<float>& logits) {
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(prompt.size()));
-  KvCache kv(*kv_pool);
-  TETRA_CHECK(kv.Reserve(static_cast<int64_t>(prompt.size())).ok());
+double TimePrefill(Model& model, std::span<const int32_t> prompt, ThreadPool& pool) {
+  Session session(model, 1, static_cast<int64_t>(prompt.size()));
+  const Session::Step step{session.NewSequence().value(), prompt, LogitsRows::kNone};
   const auto start = std::chrono::steady_clock::now();
-  model.arch->Forward(SequenceStep{prompt, false}, kv, logits.data(), pool);
+  CheckOk(session.Forward(std::span<const Session::Step>(&step, 1), {}, pool));
   return SecondsSince(start);
 }
 
@@ -50,15 +53,14 @@ double TimePrefill(Model& model, std::span<const int32_t> prompt, ThreadPool& po
 double TimeDecode(Model& model, const BenchFlags& flags, int steps, std::mt19937_64& rng, ThreadPool& pool,
                   std::vector<float>& logits) {
   const ModelConfig& c = model.config();
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, flags.batch, static_cast<int64_t>(flags.depth) + steps);
-  std::vector<KvCache> caches;
-  caches.reserve(flags.batch);
+  Session session(model, flags.batch, static_cast<int64_t>(flags.depth) + steps);
+  std::vector<Session::Step> batch(flags.batch);
   for (int b = 0; b < flags.batch; ++b) {
-    caches.emplace_back(*kv_pool);
-    TETRA_CHECK(caches.back().Reserve(static_cast<int64_t>(flags.depth) + steps).ok());
+    batch[b].sequence = session.NewSequence().value();
     if (flags.depth > 0) {
       const std::vector<int32_t> context = RandomTokens(rng, flags.depth, c.vocab_size);
-      model.arch->Forward(SequenceStep{context, false}, caches.back(), logits.data(), pool);
+      const Session::Step fill{batch[b].sequence, context, LogitsRows::kNone};
+      CheckOk(session.Forward(std::span<const Session::Step>(&fill, 1), {}, pool));
     }
   }
   // Drawn ahead so that the timed loop does nothing but Forward calls.
@@ -67,13 +69,10 @@ double TimeDecode(Model& model, const BenchFlags& flags, int steps, std::mt19937
   size_t next = 0;
   // One batched step per generated token: every sequence's token goes
   // through the layers together (experts read once per step).
-  std::vector<BatchEntry> batch(flags.batch);
   logits.resize(static_cast<size_t>(flags.batch) * c.vocab_size);
   for (int step = 0; step < steps; ++step) {
-    for (int b = 0; b < flags.batch; ++b) {
-      batch[b] = BatchEntry{std::span<const int32_t>(&tokens[next++], 1), &caches[b], false};
-    }
-    model.arch->ForwardBatch(batch, logits.data(), pool);
+    for (int b = 0; b < flags.batch; ++b) batch[b].tokens = std::span<const int32_t>(&tokens[next++], 1);
+    CheckOk(session.Forward(batch, logits, pool));
   }
   return SecondsSince(start);
 }
@@ -140,7 +139,7 @@ BenchResult MeasureModelSpeed(Model& model, const BenchFlags& f, ThreadPool& poo
   // Warm-up, untimed: the whole prefill (its first run grows the step's
   // scratch buffers and faults their pages in, a once-per-process cost) and
   // one decode step.
-  TimePrefill(model, prompt, pool, logits);
+  TimePrefill(model, prompt, pool);
   BenchFlags one = f;
   one.batch = 1;
   one.depth = 0;
@@ -148,7 +147,7 @@ BenchResult MeasureModelSpeed(Model& model, const BenchFlags& f, ThreadPool& poo
 
   BenchResult result;
   for (int r = 0; r < f.repetitions; ++r) {
-    const double seconds = TimePrefill(model, prompt, pool, logits);
+    const double seconds = TimePrefill(model, prompt, pool);
     result.prefill_tok_s.push_back(f.prompt_tokens / std::max(seconds, 1e-9));
   }
   for (int r = 0; r < f.repetitions; ++r) {
@@ -203,7 +202,7 @@ int RunBench(const BenchFlags& f) {
         {"decode_tok_s_stddev", decode.stddev},
         {"prefill_tok_s_samples", result.prefill_tok_s},
         {"decode_tok_s_samples", result.decode_tok_s},
-        {"decode_batching", "batched: one ForwardBatch call per step for all sequences"},
+        {"decode_batching", "batched: one Forward call per step for all sequences"},
         {"load_average_1m", load[0]},
     };
     std::printf("%s\n", out.dump().c_str());

@@ -3,9 +3,9 @@
 //
 //   prefill: one sequence, a synthetic prompt of p random valid token ids
 //            (fixed seed), run as one Forward call on an empty KV cache.
-//   decode:  B independent sequences, each with its own KvCache pre-filled
+//   decode:  B independent sequences, each with its own block table pre-filled
 //            with `depth` tokens (untimed), stepped together one token each
-//            per step for n steps (one Architecture::ForwardBatch call per
+//            per step for n steps (one Architecture::Forward call per
 //            step); the token fed back is a random valid id (no sampling), as
 //            llama-bench does. The figure is total tokens/s over all B
 //            sequences.

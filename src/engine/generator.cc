@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "base/check.h"
+#include "model/session.h"
 
 namespace tetra {
 
@@ -15,11 +16,12 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 std::vector<float> ForwardAllLogits(Model& model, std::span<const int32_t> tokens, ThreadPool& pool) {
   const ModelConfig& c = model.config();
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(tokens.size()));
-  KvCache kv(*kv_pool);
-  TETRA_CHECK(kv.Reserve(static_cast<int64_t>(tokens.size())).ok());
+  Session session(model, 1, static_cast<int64_t>(tokens.size()));
+  const int seq = session.NewSequence().value();
   std::vector<float> logits(tokens.size() * c.vocab_size);
-  model.arch->Forward(SequenceStep{tokens, true}, kv, logits.data(), pool);
+  const Session::Step step{seq, tokens, LogitsRows::kAll};
+  const Status status = session.Forward(std::span<const Session::Step>(&step, 1), logits, pool);
+  TETRA_CHECK(status.ok(), "{}", status.message());
   return logits;
 }
 
@@ -44,10 +46,14 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
   GenerateResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   // Room for the whole request up front: a sequence of its own never waits for blocks.
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(model, 1, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
-  KvCache kv(*kv_pool);
-  TETRA_RETURN_IF_ERROR(kv.Reserve(static_cast<int64_t>(prompt.size()) + options.max_new_tokens));
+  Session session(model, 1, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+  const int seq = session.NewSequence().value();
   std::vector<float> logits(c.vocab_size);
+  auto forward = [&](std::span<const int32_t> tokens, LogitsRows rows) {
+    const Session::Step step{seq, tokens, rows};
+    return session.Forward(std::span<const Session::Step>(&step, 1),
+                           std::span<float>(logits.data(), rows == LogitsRows::kNone ? 0 : logits.size()), pool);
+  };
   Sampler sampler(options.sampling);
   StreamingDecoder decoder(*model.tokenizer, /*skip_special=*/true);
 
@@ -55,7 +61,8 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
   const int64_t chunk = std::max(1, options.prefill_chunk_tokens);
   for (int64_t begin = 0; begin < static_cast<int64_t>(prompt.size()); begin += chunk) {
     const int64_t n = std::min<int64_t>(chunk, static_cast<int64_t>(prompt.size()) - begin);
-    model.arch->Forward(SequenceStep{prompt.subspan(begin, n), false}, kv, logits.data(), pool);
+    const bool is_last = begin + n == static_cast<int64_t>(prompt.size());
+    TETRA_RETURN_IF_ERROR(forward(prompt.subspan(begin, n), is_last ? LogitsRows::kLast : LogitsRows::kNone));
   }
   result.prefill_seconds = SecondsSince(start);
   start = std::chrono::steady_clock::now();
@@ -74,7 +81,7 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
     }
     if (i + 1 == options.max_new_tokens) break;
     const int32_t token[1] = {next};
-    model.arch->Forward(SequenceStep{std::span<const int32_t>(token, 1), false}, kv, logits.data(), pool);
+    TETRA_RETURN_IF_ERROR(forward(std::span<const int32_t>(token, 1), LogitsRows::kLast));
   }
   if (on_text) {
     std::string rest = decoder.Flush();

@@ -14,17 +14,12 @@
 #include "base/thread_pool.h"
 #include "kernels/attention/attention.h"
 #include "model/config.h"
+#include "model/forward_batch.h"
 #include "model/kv_cache.h"
 #include "model/linear.h"
 #include "model/weight_source.h"
 
 namespace tetra {
-
-// One forward step of one sequence: its new tokens, appended to its KV cache.
-struct SequenceStep {
-  std::span<const int32_t> tokens;  // [num_tokens]
-  bool logits_for_all_tokens = false;  // else only for the last token
-};
 
 struct LoadOptions {
   WeightFormat weights = WeightFormat::kReference;
@@ -39,11 +34,11 @@ struct LoadOptions {
   std::optional<AttentionMath> attention_math{};
 };
 
-// One sequence's part of a batched step.
-struct BatchEntry {
-  std::span<const int32_t> tokens;  // [n_i] new tokens
-  KvCache* kv = nullptr;            // the sequence's cache; the tokens are appended
-  bool logits_for_all_tokens = false;  // else only for its last token
+// Step scratch of one runner (activations, routing, prepared inputs): each
+// runner owns one, so runners share the immutable weights and nothing else.
+class Workspace {
+ public:
+  virtual ~Workspace() = default;
 };
 
 class Architecture {
@@ -51,21 +46,22 @@ class Architecture {
   virtual ~Architecture() = default;
   // Binds and validates every tensor; errors name the tensor and the problem.
   virtual Status Load(const WeightSource& weights, const LoadOptions& options) = 0;
-  // Runs several sequences' new tokens in one step: the linear layers and the
+
+  virtual std::unique_ptr<Workspace> NewWorkspace() const = 0;
+  // Runs one step (model/forward_batch.h): the linear layers and the
   // experts see all tokens of all sequences at once (an expert's weights are
   // read once per step for every token routed to it); attention and RoPE
-  // follow each sequence's own positions [kv.length(), kv.length() + n_i).
-  // Writes logits: for each entry in order, n_i rows or 1 row, [rows, vocab].
-  virtual void ForwardBatch(std::span<const BatchEntry> batch, float* logits, ThreadPool& pool) = 0;
-  // One sequence (a batch of one).
-  void Forward(const SequenceStep& step, KvCache& kv, float* logits, ThreadPool& pool) {
-    const BatchEntry entry{step.tokens, &kv, step.logits_for_all_tokens};
-    ForwardBatch(std::span<const BatchEntry>(&entry, 1), logits, pool);
-  }
+  // follow each sequence's own positions; each sequence's new keys and
+  // values are written into `kv` through its block table and slot. Writes
+  // batch.logits. An invalid batch (ValidateForwardBatch) is an error and
+  // changes nothing. Immutable weights: any number of runners may call it
+  // at once, each with its own workspace, KV storage and pool.
+  virtual Status Forward(const ForwardBatch& batch, KvStorage& kv, Workspace& workspace, ThreadPool& pool) const = 0;
+
   virtual const ModelConfig& config() const = 0;
-  // Tokens routed to each expert since load, per MoE layer ([layer][expert];
-  // empty for dense models). For load balancing and metrics.
-  virtual std::vector<std::vector<int64_t>> ExpertLoad() const { return {}; }
+  // Tokens routed to each expert by the steps run with `workspace`, per MoE
+  // layer ([layer][expert]; empty for dense models). For load balancing and metrics.
+  virtual std::vector<std::vector<int64_t>> ExpertLoad(const Workspace& workspace) const { return {}; }
 };
 
 // What distinguishes one llama-family architecture from another.

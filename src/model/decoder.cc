@@ -35,6 +35,16 @@ struct LayerWeights {
   Mlp shared;                   // empty when absent
   MatrixView shared_gate;       // [1, hidden], empty when absent
   bool is_moe = false;
+  int moe_index = -1;  // among the MoE layers, for per-expert counters
+};
+
+// One runner's step scratch.
+struct DecoderWorkspace : Workspace {
+  std::vector<float> x, normed, q, k, v, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
+  std::vector<PagedAttentionSequence> sequences;
+  LinearInput input;  // prepared activations, reused across layers
+  MoeScratch moe;
+  std::vector<std::vector<int64_t>> expert_load;  // [moe layer][expert] tokens routed
 };
 
 class Decoder : public Architecture {
@@ -42,14 +52,6 @@ class Decoder : public Architecture {
   explicit Decoder(const ModelConfig& config) : config_(config) {}
 
   const ModelConfig& config() const override { return config_; }
-
-  std::vector<std::vector<int64_t>> ExpertLoad() const override {
-    std::vector<std::vector<int64_t>> load;
-    for (const LayerWeights& l : layers_) {
-      if (l.is_moe) load.push_back(l.moe.tokens_per_expert());
-    }
-    return load;
-  }
 
   Status Load(const WeightSource& w, const LoadOptions& options) override {
     const ModelConfig& c = config_;
@@ -133,6 +135,7 @@ class Decoder : public Architecture {
         TETRA_ASSIGN_OR_RETURN(experts[e].down, bind_expert(i, "down", e, hidden, inter));
       }
       l.moe = MoeFfn(router, std::move(experts), c.num_experts_per_token, c.norm_topk_prob);
+      l.moe_index = num_moe_layers_++;
       if (c.shared_expert_intermediate_size > 0) {
         const int64_t s = c.shared_expert_intermediate_size;
         TETRA_ASSIGN_OR_RETURN(l.shared.gate, bind(name("ffn_gate_shexp.weight"), s, hidden));
@@ -156,35 +159,37 @@ class Decoder : public Architecture {
     return Status::Ok();
   }
 
-  void ForwardBatch(std::span<const BatchEntry> batch, float* logits, ThreadPool& pool) override {
+  std::unique_ptr<Workspace> NewWorkspace() const override {
+    auto workspace = std::make_unique<DecoderWorkspace>();
+    for (const LayerWeights& l : layers_) {
+      if (l.is_moe) workspace->expert_load.emplace_back(l.moe.num_experts(), 0);
+    }
+    return workspace;
+  }
+
+  std::vector<std::vector<int64_t>> ExpertLoad(const Workspace& workspace) const override {
+    return static_cast<const DecoderWorkspace&>(workspace).expert_load;
+  }
+
+  Status Forward(const ForwardBatch& batch, KvStorage& kv, Workspace& workspace, ThreadPool& pool) const override {
     const ModelConfig& c = config_;
+    const ForwardLimits limits{c.vocab_size, c.max_position, kv.options().block_tokens, kv.num_blocks(), kv.num_slots()};
+    TETRA_RETURN_IF_ERROR(ValidateForwardBatch(batch, limits));
+    DecoderWorkspace& ws = static_cast<DecoderWorkspace&>(workspace);
     const int64_t hidden = c.hidden_size;
     const int64_t q_size = static_cast<int64_t>(c.num_heads) * c.head_dim;
     const int64_t kv_size = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+    const std::span<const ForwardSequence> seqs = batch.sequences;
+    const int64_t n = static_cast<int64_t>(batch.tokens.size());
 
-    // Flatten the batch: token offsets and positions of every entry.
-    std::vector<int64_t>& offset = scratch_.offset;  // [entries + 1]
-    std::vector<int64_t>& first_position = scratch_.first_position;
-    offset.assign(batch.size() + 1, 0);
-    first_position.resize(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-      offset[i + 1] = offset[i] + static_cast<int64_t>(batch[i].tokens.size());
-      first_position[i] = batch[i].kv->length();
-      TETRA_CHECK(batch[i].kv->length() + static_cast<int64_t>(batch[i].tokens.size()) <= batch[i].kv->capacity(),
-                  "ForwardBatch entry {} has no KV blocks reserved for its tokens", i);
-      TETRA_CHECK(&batch[i].kv->pool() == &batch[0].kv->pool(), "ForwardBatch entries use different KV pools");
-    }
-    const KvPool& kv_pool = batch[0].kv->pool();
-    const int64_t n = offset.back();
-
-    // Step scratch: members resized in place, so steady decode allocates nothing.
-    std::vector<float>& x = scratch_.x;           // [n, hidden] residual stream
-    std::vector<float>& normed = scratch_.normed; // [n, hidden]
-    std::vector<float>& q = scratch_.q;           // [n, num_heads * head_dim]
-    std::vector<float>& k = scratch_.k;           // [n, num_kv_heads * head_dim]
-    std::vector<float>& v = scratch_.v;
-    std::vector<float>& attn = scratch_.attn;     // [n, num_heads * head_dim]
-    std::vector<float>& proj = scratch_.proj;     // [n, hidden]
+    // Step scratch, resized in place, so steady decode allocates nothing.
+    std::vector<float>& x = ws.x;           // [n, hidden] residual stream
+    std::vector<float>& normed = ws.normed; // [n, hidden]
+    std::vector<float>& q = ws.q;           // [n, num_heads * head_dim]
+    std::vector<float>& k = ws.k;           // [n, num_kv_heads * head_dim]
+    std::vector<float>& v = ws.v;
+    std::vector<float>& attn = ws.attn;     // [n, num_heads * head_dim]
+    std::vector<float>& proj = ws.proj;     // [n, hidden]
     x.resize(n * hidden);
     normed.resize(n * hidden);
     q.resize(n * q_size);
@@ -194,28 +199,29 @@ class Decoder : public Architecture {
     proj.resize(n * hidden);
 
     const int64_t num_pairs = rope_.num_pairs();
-    std::vector<float>& cos_values = scratch_.cos_values;  // [n, num_pairs]
-    std::vector<float>& sin_values = scratch_.sin_values;
+    std::vector<float>& cos_values = ws.cos_values;  // [n, num_pairs]
+    std::vector<float>& sin_values = ws.sin_values;
     cos_values.resize(n * num_pairs);
     sin_values.resize(n * num_pairs);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      for (int64_t t = offset[i]; t < offset[i + 1]; ++t) {
-        DequantizeMatrixRow(embedding_, batch[i].tokens[t - offset[i]], &x[t * hidden]);
-        rope_.Compute(first_position[i] + t - offset[i], &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
+    for (const ForwardSequence& seq : seqs) {
+      for (int64_t i = 0; i < seq.num_tokens; ++i) {
+        const int64_t t = seq.first_token + i;
+        DequantizeMatrixRow(embedding_, batch.tokens[t], &x[t * hidden]);
+        rope_.Compute(seq.start_position + i, &cos_values[t * num_pairs], &sin_values[t * num_pairs]);
       }
     }
     const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim,
                                1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-    std::vector<PagedAttentionSequence>& sequences = scratch_.sequences;
-    sequences.resize(batch.size());
+    std::vector<PagedAttentionSequence>& sequences = ws.sequences;
+    sequences.resize(seqs.size());
 
     for (int layer = 0; layer < c.num_layers; ++layer) {
-      LayerWeights& l = layers_[layer];
+      const LayerWeights& l = layers_[layer];
       for (int64_t t = 0; t < n; ++t) {
         RmsNorm(&x[t * hidden], l.attn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
       }
       const LinearTarget qkv[] = {{&l.q, q.data(), q_size}, {&l.k, k.data(), kv_size}, {&l.v, v.data(), kv_size}};
-      ApplyShared(qkv, normed.data(), n, &input_, pool);
+      ApplyShared(qkv, normed.data(), n, &ws.input, pool);
       for (int64_t t = 0; t < n; ++t) {
         float* qt = &q[t * q_size];
         float* kt = &k[t * kv_size];
@@ -241,57 +247,61 @@ class Decoder : public Architecture {
                   &sin_values[t * num_pairs], c.rope.style);
       }
       // Append each sequence's keys and values to its cache; attend per sequence.
-      for (size_t i = 0; i < batch.size(); ++i) {
-        KvCache& kv = *batch[i].kv;
-        const int64_t count = offset[i + 1] - offset[i];
-        kv.Write(layer, count, &k[offset[i] * kv_size], &v[offset[i] * kv_size]);
-        sequences[i] = PagedAttentionSequence{&q[offset[i] * q_size], count, kv.View(layer, count),
-                                              &attn[offset[i] * q_size]};
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const ForwardSequence& seq = seqs[i];
+        const int64_t first = seq.first_token;
+        kv.Write(layer, seq.block_table, seq.slot, seq.start_position, seq.num_tokens, &k[first * kv_size],
+                 &v[first * kv_size]);
+        sequences[i] = PagedAttentionSequence{&q[first * q_size], seq.num_tokens,
+                                              kv.View(layer, seq.block_table, seq.slot,
+                                                      seq.start_position + seq.num_tokens),
+                                              &attn[first * q_size]};
       }
-      PagedAttention(shape, kv_pool.layer(layer), sequences, pool, attention_math_);
-      l.o.Apply(attn.data(), n, proj.data(), pool);
+      PagedAttention(shape, kv.layer(layer), sequences, pool, attention_math_);
+      l.o.Apply(attn.data(), n, proj.data(), &ws.input, pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 
       for (int64_t t = 0; t < n; ++t) {
         RmsNorm(&x[t * hidden], l.ffn_norm.data(), c.rms_norm_eps, hidden, &normed[t * hidden]);
       }
       if (l.is_moe) {
-        MoeLayer(l, normed.data(), n, proj.data(), pool);
+        MoeLayer(l, normed.data(), n, proj.data(), ws, ws.expert_load[l.moe_index].data(), pool);
       } else {
         std::fill(proj.begin(), proj.end(), 0.0f);
-        MlpAccumulate(l.dense, normed.data(), n, nullptr, proj.data(), pool);
+        MlpAccumulate(l.dense, normed.data(), n, nullptr, proj.data(), ws, pool);
       }
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
     }
 
-    // Final norm of the rows that get logits, gathered in entry order.
+    // Final norm of the rows that get logits, gathered in sequence order.
     int64_t num_logit_rows = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i].kv->Advance(offset[i + 1] - offset[i]);
-      const int64_t first_row = batch[i].logits_for_all_tokens ? offset[i] : offset[i + 1] - 1;
-      for (int64_t t = first_row; t < offset[i + 1]; ++t, ++num_logit_rows) {
+    for (const ForwardSequence& seq : seqs) {
+      const int64_t end = seq.first_token + seq.num_tokens;
+      const int64_t first_row = end - seq.num_logit_rows();
+      for (int64_t t = first_row; t < end; ++t, ++num_logit_rows) {
         RmsNorm(&x[t * hidden], output_norm_.data(), c.rms_norm_eps, hidden, &normed[num_logit_rows * hidden]);
       }
     }
-    output_.Apply(normed.data(), num_logit_rows, logits, pool);
+    if (num_logit_rows > 0) output_.Apply(normed.data(), num_logit_rows, batch.logits.data(), &ws.input, pool);
+    return Status::Ok();
   }
 
  private:
   // out[t] += weight[t] * mlp(x[t]) for t in [0, n); weights nullptr means 1.
   void MlpAccumulate(const Mlp& mlp, const float* x, int64_t n, const float* weights, float* out,
-                     ThreadPool& pool) {
+                     DecoderWorkspace& ws, ThreadPool& pool) const {
     const int64_t inter = mlp.gate.rows();
     const int64_t hidden = mlp.down.rows();
-    std::vector<float>& gate = scratch_.gate;  // [n, inter]
-    std::vector<float>& up = scratch_.up;
-    std::vector<float>& down = scratch_.down;  // [n, hidden]
+    std::vector<float>& gate = ws.gate;  // [n, inter]
+    std::vector<float>& up = ws.up;
+    std::vector<float>& down = ws.down;  // [n, hidden]
     gate.resize(n * inter);
     up.resize(n * inter);
     down.resize(n * hidden);
     const LinearTarget gate_up[] = {{&mlp.gate, gate.data(), inter}, {&mlp.up, up.data(), inter}};
-    ApplyShared(gate_up, x, n, &input_, pool);
+    ApplyShared(gate_up, x, n, &ws.input, pool);
     SiluMul(gate.data(), up.data(), n * inter, gate.data());
-    mlp.down.Apply(gate.data(), n, down.data(), pool);
+    mlp.down.Apply(gate.data(), n, down.data(), &ws.input, pool);
     for (int64_t t = 0; t < n; ++t) {
       const float w = weights ? weights[t] : 1.0f;
       for (int64_t i = 0; i < hidden; ++i) out[t * hidden + i] += w * down[t * hidden + i];
@@ -300,16 +310,17 @@ class Decoder : public Architecture {
 
   // Routed experts (model/moe_ffn.h), plus the shared expert scaled by its
   // sigmoid gate where the architecture has one.
-  void MoeLayer(LayerWeights& l, const float* x, int64_t n, float* out, ThreadPool& pool) {
-    l.moe.Forward(x, n, out, pool);
+  void MoeLayer(const LayerWeights& l, const float* x, int64_t n, float* out, DecoderWorkspace& ws,
+                int64_t* tokens_per_expert, ThreadPool& pool) const {
+    l.moe.Forward(x, n, out, ws.moe, tokens_per_expert, pool);
     if (!l.shared.gate.empty()) {
-      std::vector<float>& shared_weight = scratch_.shared_weight;  // [n]
+      std::vector<float>& shared_weight = ws.shared_weight;  // [n]
       shared_weight.assign(n, 1.0f);
       if (!l.shared_gate.empty()) {
         MatMul(l.shared_gate, x, n, shared_weight.data(), pool);
         for (float& s : shared_weight) s = Sigmoid(s);
       }
-      MlpAccumulate(l.shared, x, n, shared_weight.data(), out, pool);
+      MlpAccumulate(l.shared, x, n, shared_weight.data(), out, ws, pool);
     }
   }
 
@@ -320,12 +331,7 @@ class Decoder : public Architecture {
   std::vector<float> output_norm_;
   RopeTable rope_;
   std::vector<LayerWeights> layers_;
-  LinearInput input_;  // prepared activations, reused across layers
-  struct Scratch {
-    std::vector<float> x, normed, q, k, v, attn, proj, cos_values, sin_values, gate, up, down, shared_weight;
-    std::vector<int64_t> offset, first_position;
-    std::vector<PagedAttentionSequence> sequences;
-  } scratch_;
+  int num_moe_layers_ = 0;
 };
 
 }  // namespace

@@ -30,35 +30,49 @@ const char* KvDtypeName(KvDtype dtype) {
   return "?";
 }
 
-KvPool::KvPool(const KvGeometry& geometry, const KvCacheOptions& options, int num_blocks)
-    : geometry_(geometry), options_(options), allocator_(num_blocks) {
+KvStorage::KvStorage(const KvGeometry& geometry, const KvCacheOptions& options, int num_blocks, int num_slots)
+    : geometry_(geometry), options_(options), num_blocks_(num_blocks), num_slots_(num_slots) {
   TETRA_CHECK(geometry.num_layers > 0 && geometry.num_kv_heads > 0 && geometry.head_dim > 0);
-  TETRA_CHECK(options.block_tokens > 0);
+  TETRA_CHECK(options.block_tokens > 0 && num_blocks >= 0 && num_slots > 0);
   const int64_t block_elements = static_cast<int64_t>(geometry.num_kv_heads) * options.block_tokens * geometry.head_dim;
   layer_data_bytes_ = AlignUp(block_elements * KvDtypeBytes(options.dtype) * num_blocks, 64);
   layer_scale_count_ = AlignUp(static_cast<int64_t>(num_blocks) * geometry.num_kv_heads, 16);
-  memory_bytes_ = static_cast<size_t>((2 * layer_data_bytes_ + 2 * layer_scale_count_ * 4) * geometry.num_layers);
-  if (memory_bytes_ > 0) {
-    // Anonymous pages are committed on first touch, so an idle pool costs
-    // address space only.
-    void* p = mmap(nullptr, memory_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    TETRA_CHECK(p != MAP_FAILED, "cannot reserve {} bytes for the KV cache", memory_bytes_);
-    memory_ = static_cast<uint8_t*>(p);
-  }
+  layer_open_bytes_ = AlignUp(open_block_floats() * 4 * num_slots, 64);
+  layer_bytes_ = 2 * layer_data_bytes_ + 2 * layer_scale_count_ * 4 + 2 * layer_open_bytes_;
+  memory_bytes_ = static_cast<size_t>(layer_bytes_ * geometry.num_layers);
+  // Anonymous pages are committed on first touch, so an idle cache costs
+  // address space only.
+  void* p = mmap(nullptr, memory_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  TETRA_CHECK(p != MAP_FAILED, "cannot reserve {} bytes for the KV cache", memory_bytes_);
+  memory_ = static_cast<uint8_t*>(p);
 }
 
-KvPool::~KvPool() {
-  if (memory_ != nullptr) munmap(memory_, memory_bytes_);
+KvStorage::~KvStorage() { munmap(memory_, memory_bytes_); }
+
+int64_t KvStorage::open_block_floats() const {
+  return static_cast<int64_t>(geometry_.num_kv_heads) * options_.block_tokens * geometry_.head_dim;
 }
 
-uint8_t* KvPool::keys(int layer) const {
-  return memory_ + static_cast<size_t>(layer) * (2 * layer_data_bytes_ + 2 * layer_scale_count_ * 4);
+int64_t KvStorage::bytes_per_block() const {
+  const int64_t data = open_block_floats() * KvDtypeBytes(options_.dtype);
+  const int64_t scales = options_.dtype == KvDtype::kFp8E4M3 ? geometry_.num_kv_heads * 4 : 0;
+  return 2 * (data + scales) * geometry_.num_layers;
 }
-uint8_t* KvPool::values(int layer) const { return keys(layer) + layer_data_bytes_; }
-float* KvPool::key_scales(int layer) const { return reinterpret_cast<float*>(keys(layer) + 2 * layer_data_bytes_); }
-float* KvPool::value_scales(int layer) const { return key_scales(layer) + layer_scale_count_; }
 
-KvLayerView KvPool::layer(int layer) const {
+uint8_t* KvStorage::keys(int layer) const { return memory_ + static_cast<size_t>(layer) * layer_bytes_; }
+uint8_t* KvStorage::values(int layer) const { return keys(layer) + layer_data_bytes_; }
+float* KvStorage::key_scales(int layer) const { return reinterpret_cast<float*>(keys(layer) + 2 * layer_data_bytes_); }
+float* KvStorage::value_scales(int layer) const { return key_scales(layer) + layer_scale_count_; }
+float* KvStorage::open_keys(int layer, int slot) const {
+  TETRA_CHECK(slot >= 0 && slot < num_slots_, "sequence slot {} of {}", slot, num_slots_);
+  uint8_t* base = keys(layer) + 2 * layer_data_bytes_ + 2 * layer_scale_count_ * 4;
+  return reinterpret_cast<float*>(base) + slot * open_block_floats();
+}
+float* KvStorage::open_values(int layer, int slot) const {
+  return reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(open_keys(layer, slot)) + layer_open_bytes_);
+}
+
+KvLayerView KvStorage::layer(int layer) const {
   KvLayerView view;
   view.dtype = options_.dtype;
   view.block_tokens = options_.block_tokens;
@@ -71,76 +85,63 @@ KvLayerView KvPool::layer(int layer) const {
   return view;
 }
 
-KvCache::KvCache(KvPool& pool) : pool_(&pool) {
-  const KvGeometry& g = pool.geometry();
-  const size_t open_size = static_cast<size_t>(g.num_kv_heads) * pool.options().block_tokens * g.head_dim;
-  open_keys_.assign(g.num_layers, std::vector<float>(open_size));
-  open_values_.assign(g.num_layers, std::vector<float>(open_size));
-}
-
-KvCache::KvCache(KvCache&& other) noexcept
-    : pool_(other.pool_),
-      length_(other.length_),
-      blocks_(std::move(other.blocks_)),
-      open_keys_(std::move(other.open_keys_)),
-      open_values_(std::move(other.open_values_)) {
-  other.blocks_.clear();
-  other.length_ = 0;
-}
-
-KvCache::~KvCache() {
-  for (BlockId id : blocks_) pool_->allocator().Release(id);
-}
-
-Status KvCache::Reserve(int64_t n) {
-  const int block_tokens = pool_->options().block_tokens;
-  const int need = KvPool::BlocksFor(length_ + n, block_tokens) - static_cast<int>(blocks_.size());
-  if (need <= 0) return Status::Ok();
-  std::optional<std::vector<BlockId>> blocks = pool_->allocator().Allocate(need);
-  if (!blocks) {
-    return Status::Errorf("KV cache is full: {} more tokens need {} blocks of {} tokens, {} of {} are free", n, need,
-                          block_tokens, pool_->allocator().num_blocks_free(), pool_->allocator().num_blocks());
-  }
-  blocks_.insert(blocks_.end(), blocks->begin(), blocks->end());
-  return Status::Ok();
-}
-
-void KvCache::Write(int layer, int64_t count, const float* k, const float* v) {
-  TETRA_CHECK(length_ + count <= capacity(), "KV write past the reserved capacity");
-  const KvGeometry& g = pool_->geometry();
-  const int block_tokens = pool_->options().block_tokens;
-  const KvLayerView view = pool_->layer(layer);
-  float* open_k = open_keys_[layer].data();
-  float* open_v = open_values_[layer].data();
-  const int64_t row = static_cast<int64_t>(g.num_kv_heads) * g.head_dim;
+void KvStorage::Write(int layer, std::span<const BlockId> block_table, int slot, int64_t first, int64_t count,
+                      const float* k, const float* v) {
+  const int block_tokens = options_.block_tokens;
+  TETRA_CHECK(first >= 0 && count >= 0 && (first + count + block_tokens - 1) / block_tokens <=
+                                              static_cast<int64_t>(block_table.size()),
+              "KV write of positions [{}, {}) past a table of {} blocks", first, first + count, block_table.size());
+  const KvLayerView view = this->layer(layer);
+  float* open_k = open_keys(layer, slot);
+  float* open_v = open_values(layer, slot);
+  const int head_dim = geometry_.head_dim;
+  const int64_t row = static_cast<int64_t>(geometry_.num_kv_heads) * head_dim;
   for (int64_t t = 0; t < count; ++t) {
-    const int64_t position = length_ + t;
-    const int slot = static_cast<int>(position % block_tokens);
-    for (int h = 0; h < g.num_kv_heads; ++h) {
-      const size_t to = (static_cast<size_t>(h) * block_tokens + slot) * g.head_dim;
-      std::memcpy(open_k + to, k + t * row + h * g.head_dim, sizeof(float) * g.head_dim);
-      std::memcpy(open_v + to, v + t * row + h * g.head_dim, sizeof(float) * g.head_dim);
+    const int64_t position = first + t;
+    const int in_block = static_cast<int>(position % block_tokens);
+    for (int h = 0; h < geometry_.num_kv_heads; ++h) {
+      const size_t to = (static_cast<size_t>(h) * block_tokens + in_block) * head_dim;
+      std::memcpy(open_k + to, k + t * row + h * head_dim, sizeof(float) * head_dim);
+      std::memcpy(open_v + to, v + t * row + h * head_dim, sizeof(float) * head_dim);
     }
-    if (slot == block_tokens - 1) {  // the block is full: fix its scales and store it
-      const BlockId block = blocks_[position / block_tokens];
-      StoreKvBlock(view, open_k, block, pool_->keys(layer), pool_->key_scales(layer));
-      StoreKvBlock(view, open_v, block, pool_->values(layer), pool_->value_scales(layer));
+    if (in_block == block_tokens - 1) {  // the block is full: fix its scales and store it
+      const BlockId block = block_table[position / block_tokens];
+      TETRA_CHECK(block >= 0 && block < num_blocks_, "block {} of {}", block, num_blocks_);
+      StoreKvBlock(view, open_k, block, keys(layer), key_scales(layer));
+      StoreKvBlock(view, open_v, block, values(layer), value_scales(layer));
     }
   }
 }
 
-KvSequenceView KvCache::View(int layer, int64_t count) const {
+KvSequenceView KvStorage::View(int layer, std::span<const BlockId> block_table, int slot, int64_t length) const {
   KvSequenceView view;
-  view.length = length_ + count;
-  view.block_table = blocks_.data();
-  view.open_keys = open_keys_[layer].data();
-  view.open_values = open_values_[layer].data();
+  view.length = length;
+  view.block_table = block_table.data();
+  view.open_keys = open_keys(layer, slot);
+  view.open_values = open_values(layer, slot);
   return view;
 }
 
-void KvCache::Advance(int64_t n) {
-  TETRA_CHECK(length_ + n <= capacity());
-  length_ += n;
+void KvStorage::Apply(const KvSlotOp& op) {
+  const int block_tokens = options_.block_tokens;
+  const int head_dim = geometry_.head_dim;
+  TETRA_CHECK(op.num_tokens >= 0 && op.num_tokens < block_tokens, "slot op of {} positions", op.num_tokens);
+  for (int layer = 0; layer < geometry_.num_layers; ++layer) {
+    const KvLayerView view = this->layer(layer);
+    for (int h = 0; h < geometry_.num_kv_heads; ++h) {
+      const size_t head_offset = static_cast<size_t>(h) * block_tokens * head_dim;
+      float* to_k = open_keys(layer, op.to_slot) + head_offset;
+      float* to_v = open_values(layer, op.to_slot) + head_offset;
+      if (op.kind == KvSlotOp::Kind::kCopySlot) {
+        std::memcpy(to_k, open_keys(layer, op.from_slot) + head_offset, sizeof(float) * op.num_tokens * head_dim);
+        std::memcpy(to_v, open_values(layer, op.from_slot) + head_offset, sizeof(float) * op.num_tokens * head_dim);
+      } else {
+        TETRA_CHECK(op.from_block >= 0 && op.from_block < num_blocks_, "block {} of {}", op.from_block, num_blocks_);
+        LoadKvBlockRows(view, view.keys, view.key_scales, op.from_block, h, 0, op.num_tokens, to_k);
+        LoadKvBlockRows(view, view.values, view.value_scales, op.from_block, h, 0, op.num_tokens, to_v);
+      }
+    }
+  }
 }
 
 }  // namespace tetra

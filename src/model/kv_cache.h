@@ -1,23 +1,25 @@
-// The paged KV cache: a pool of fixed-size blocks shared by sequences
-// (KvPool), and one sequence's block table and open block (KvCache). The
+// The paged KV cache's storage: every layer's blocks, and per sequence slot
+// the open block at f32. Which block belongs to which sequence is decided in
+// kvcache/kv_manager.h (ids only); this class holds what the ids name. The
 // layout attention reads is kernels/attention/paged_kv.h: full blocks are
-// stored FP8 E4M3 with one scale per block per KV head (or BF16 / F32), and
-// the block a sequence is still filling stays f32 until it is full, when its
-// scales are fixed and it is stored once.
+// stored FP8 E4M3 with one scale per block per KV head (or BF16 / F32); a
+// sequence's last, partly filled block lives in its slot at f32 until it is
+// full, when its scales are fixed and it is quantized into the block its
+// table names.
 //
-// Blocks are allocated up front by Reserve (the scheduler's step, where
-// running out is an answer, not a crash), so the forward pass never fails.
-// A pool and its caches belong to one thread at a time.
+// Memory: address space for every block and slot is reserved at once and
+// committed as it is first written, so an idle cache costs address space only.
+// One thread at a time: the runner's (the forward pass writes, and KvSlotOps
+// run between steps).
 #pragma once
 
 #include <cstdint>
-#include <memory>
+#include <span>
 #include <string>
-#include <vector>
 
 #include "base/status.h"
 #include "kernels/attention/paged_kv.h"
-#include "kvcache/block_allocator.h"
+#include "kvcache/kv_manager.h"
 
 namespace tetra {
 
@@ -36,75 +38,53 @@ struct KvGeometry {
   int head_dim = 0;
 };
 
-class KvPool {
+class KvStorage {
  public:
-  // Address space for num_blocks blocks of every layer is reserved at once;
-  // memory is committed as blocks are first written.
-  KvPool(const KvGeometry& geometry, const KvCacheOptions& options, int num_blocks);
-  ~KvPool();
-  KvPool(const KvPool&) = delete;
-  KvPool& operator=(const KvPool&) = delete;
-
-  // Blocks that hold `tokens` positions.
-  static int BlocksFor(int64_t tokens, int block_tokens) {
-    return static_cast<int>((tokens + block_tokens - 1) / block_tokens);
-  }
+  KvStorage(const KvGeometry& geometry, const KvCacheOptions& options, int num_blocks, int num_slots);
+  ~KvStorage();
+  KvStorage(const KvStorage&) = delete;
+  KvStorage& operator=(const KvStorage&) = delete;
 
   const KvGeometry& geometry() const { return geometry_; }
   const KvCacheOptions& options() const { return options_; }
-  BlockAllocator& allocator() { return allocator_; }
+  int num_blocks() const { return num_blocks_; }
+  int num_slots() const { return num_slots_; }
+  // Bytes of one block across all layers (keys, values and scales), for sizing.
+  int64_t bytes_per_block() const;
 
   KvLayerView layer(int layer) const;
+
+  // Stores layer `layer`'s keys and values of positions [first, first + count)
+  // of the sequence with this block table and slot; k and v are
+  // [count, num_kv_heads, head_dim]. The table covers every position written.
+  void Write(int layer, std::span<const BlockId> block_table, int slot, int64_t first, int64_t count,
+             const float* k, const float* v);
+  // What attention reads of layer `layer` for a sequence of `length`
+  // positions (all written).
+  KvSequenceView View(int layer, std::span<const BlockId> block_table, int slot, int64_t length) const;
+
+  // Moves open-block data as the KvManager asked (a fork, a truncation).
+  void Apply(const KvSlotOp& op);
+
+ private:
   uint8_t* keys(int layer) const;
   uint8_t* values(int layer) const;
   float* key_scales(int layer) const;    // [num_blocks, num_kv_heads]
   float* value_scales(int layer) const;
+  float* open_keys(int layer, int slot) const;    // [num_kv_heads, block_tokens, head_dim]
+  float* open_values(int layer, int slot) const;
+  int64_t open_block_floats() const;
 
- private:
   KvGeometry geometry_;
   KvCacheOptions options_;
-  BlockAllocator allocator_;
+  int num_blocks_ = 0;
+  int num_slots_ = 0;
   int64_t layer_data_bytes_ = 0;   // one layer's keys (or values)
   int64_t layer_scale_count_ = 0;  // one layer's key (or value) scales
-  uint8_t* memory_ = nullptr;      // [layers][keys, values, key scales, value scales]
+  int64_t layer_open_bytes_ = 0;   // one layer's open keys (or values), all slots
+  int64_t layer_bytes_ = 0;
+  uint8_t* memory_ = nullptr;  // [layers][keys, values, key scales, value scales, open keys, open values]
   size_t memory_bytes_ = 0;
-};
-
-// One sequence's cache: its block table in a pool and its open block.
-class KvCache {
- public:
-  explicit KvCache(KvPool& pool);
-  ~KvCache();  // releases its blocks
-  KvCache(KvCache&& other) noexcept;
-  KvCache& operator=(KvCache&&) = delete;
-  KvCache(const KvCache&) = delete;
-
-  int64_t length() const { return length_; }
-  // Positions the held blocks cover.
-  int64_t capacity() const { return static_cast<int64_t>(blocks_.size()) * pool_->options().block_tokens; }
-  KvPool& pool() const { return *pool_; }
-
-  // Holds the blocks that positions [length, length + n) need. Error (and
-  // nothing held beyond before) when the pool has too few free blocks.
-  Status Reserve(int64_t n);
-
-  // Stores layer `layer`'s keys and values of positions
-  // [length, length + count), k and v [count, num_kv_heads, head_dim];
-  // within the reserved capacity. Each layer is written once per step.
-  void Write(int layer, int64_t count, const float* k, const float* v);
-  // What attention reads for `layer` once the step's positions are written:
-  // `length() + count` positions.
-  KvSequenceView View(int layer, int64_t count) const;
-  // Called once every layer holds the n new positions.
-  void Advance(int64_t n);
-
- private:
-  KvPool* pool_;
-  int64_t length_ = 0;
-  std::vector<BlockId> blocks_;
-  // The block being filled, per layer: [num_kv_heads, block_tokens, head_dim].
-  std::vector<std::vector<float>> open_keys_;
-  std::vector<std::vector<float>> open_values_;
 };
 
 }  // namespace tetra

@@ -57,10 +57,9 @@ StatusOr<Linear> Linear::Bind(const MatrixView& weights, WeightFormat format, co
   return linear;
 }
 
-void Linear::Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const {
-  thread_local LinearInput buffers;  // reused across calls
+void Linear::Apply(const float* x, int64_t n, float* y, LinearInput* input, ThreadPool& pool) const {
   const LinearTarget target[] = {{this, y, rows()}};
-  ApplyShared(target, x, n, &buffers, pool);
+  ApplyShared(target, x, n, input, pool);
 }
 
 void Linear::Prepare(const float* x, int64_t n, LinearInput* input) const {

@@ -2,7 +2,7 @@
 // view of the stored weights and computes in f32 (dequantizing rows per
 // call); W4A8 repacks the weights at load time into 4-bit groups and runs
 // the integer kernels with activations quantized to int8 per token.
-// Immutable after Bind; Apply may be called from the engine thread.
+// Immutable after Bind and shared by every runner; scratch is the caller's.
 #pragma once
 
 #include <memory>
@@ -51,8 +51,9 @@ class Linear {
   static StatusOr<Linear> Bind(const MatrixView& weights, WeightFormat format, const std::string& name,
                                bool eight_bit = false, ThreadPool* pool = nullptr);
 
-  // x: [n, cols] -> y: [n, rows] (row stride rows).
-  void Apply(const float* x, int64_t n, float* y, ThreadPool& pool) const;
+  // x: [n, cols] -> y: [n, rows] (row stride rows); `input` holds the
+  // prepared activations (the caller's scratch, reused from call to call).
+  void Apply(const float* x, int64_t n, float* y, LinearInput* input, ThreadPool& pool) const;
 
   // Prepares x for this layer (and any layer of the same width and format).
   void Prepare(const float* x, int64_t n, LinearInput* input) const;

@@ -61,10 +61,10 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOp
   return model;
 }
 
-std::unique_ptr<KvPool> NewKvPool(const Model& model, int num_sequences, int64_t tokens_per_sequence) {
+std::unique_ptr<KvStorage> NewKvStorage(const Model& model, int num_blocks, int num_slots) {
   const ModelConfig& c = model.config();
-  const int blocks = num_sequences * KvPool::BlocksFor(tokens_per_sequence, model.kv_cache.block_tokens);
-  return std::make_unique<KvPool>(KvGeometry{c.num_layers, c.num_kv_heads, c.head_dim}, model.kv_cache, blocks);
+  return std::make_unique<KvStorage>(KvGeometry{c.num_layers, c.num_kv_heads, c.head_dim}, model.kv_cache, num_blocks,
+                                     num_slots);
 }
 
 ParameterCounts CountParameters(const ModelConfig& c) {

@@ -1,6 +1,6 @@
 // A loaded model: its files, config, forward implementation, tokenizer and
-// chat template. Immutable after LoadModel apart from Forward's scratch; the
-// engine thread calls Forward.
+// chat template. Immutable after LoadModel: runners share it, each with its
+// own workspace and KV storage.
 #pragma once
 
 #include <memory>
@@ -22,7 +22,7 @@ struct Model {
   std::unique_ptr<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat_template;  // nullopt when the model has none
   std::string chat_template_source;
-  KvCacheOptions kv_cache;  // what NewKvPool gives this model's sequences
+  KvCacheOptions kv_cache;  // what NewKvStorage gives this model's sequences
 
   const ModelConfig& config() const { return arch->config(); }
   // bos/eos token strings for chat templates ("" when absent).
@@ -34,9 +34,8 @@ struct Model {
 // file and the problem.
 StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options = {});
 
-// A KV pool for this model's caches with room for num_sequences sequences
-// of up to tokens_per_sequence positions each.
-std::unique_ptr<KvPool> NewKvPool(const Model& model, int num_sequences, int64_t tokens_per_sequence);
+// KV storage for this model's layers: num_blocks blocks and num_slots sequence slots.
+std::unique_ptr<KvStorage> NewKvStorage(const Model& model, int num_blocks, int num_slots);
 
 // The tokenizer alone (works on vocab-only GGUF files).
 StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelFiles& files);

@@ -1,30 +1,30 @@
 // A batched step (several sequences of different lengths and positions in one
-// ForwardBatch) gives every sequence the logits it gets alone, which the
+// forward pass) gives every sequence the logits it gets alone, which the
 // reference tests tie to transformers. Both weight formats.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "model/model.h"
+#include "model/session.h"
 #include "test_paths.h"
 
 namespace tetra {
 namespace {
 
-// A cache with room for `tokens` positions in `pool`.
-KvCache ReservedCache(KvPool& pool, int64_t tokens) {
-  KvCache kv(pool);
-  EXPECT_TRUE(kv.Reserve(tokens).ok());
-  return kv;
+using Step = Session::Step;
+
+void RunSteps(Session& session, std::span<const Step> steps, std::vector<float>& logits, ThreadPool& pool) {
+  const Status status = session.Forward(steps, logits, pool);
+  ASSERT_TRUE(status.ok()) << status.message();
 }
 
 // Blocks of 4 tokens, so that the short prompts fill (and quantize) blocks.
 void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format, KvDtype kv_dtype) {
   auto model = LoadModel(path, LoadOptions{.weights = format, .kv_dtype = kv_dtype, .kv_block_tokens = 4});
   ASSERT_TRUE(model.ok()) << model.status().message();
-  Architecture& arch = *(*model)->arch;
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(**model, 8, 16);
-  const ModelConfig& c = arch.config();
+  Session session(**model, 8, 16);
+  const ModelConfig& c = (*model)->config();
   const int64_t vocab = c.vocab_size;
   ThreadPool pool(2);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 99, 3}, {7}, {11, 250, 8, 9, 300, 4, 61, 2, 13}};
@@ -33,26 +33,29 @@ void ExpectBatchEqualsSequential(const std::string& path, WeightFormat format, K
   // Alone: prefill then one decode step per sequence.
   std::vector<std::vector<float>> alone_prefill, alone_decode;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    KvCache kv = ReservedCache(*kv_pool, 16);
+    const int seq = session.NewSequence().value();
     std::vector<float> all(prompts[i].size() * vocab), last(vocab);
-    arch.Forward(SequenceStep{prompts[i], true}, kv, all.data(), pool);
-    arch.Forward(SequenceStep{std::span<const int32_t>(&next[i], 1), false}, kv, last.data(), pool);
+    const Step prefill{seq, prompts[i], LogitsRows::kAll};
+    RunSteps(session, std::span<const Step>(&prefill, 1), all, pool);
+    const Step decode{seq, std::span<const int32_t>(&next[i], 1)};
+    RunSteps(session, std::span<const Step>(&decode, 1), last, pool);
     alone_prefill.push_back(all);
     alone_decode.push_back(last);
+    session.FreeSequence(seq);
   }
   // Together: one batched prefill (all logits for the first, last rows for
   // the others), then one batched decode step.
-  std::vector<KvCache> caches;
-  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(ReservedCache(*kv_pool, 16));
-  std::vector<BatchEntry> prefill;
-  for (size_t i = 0; i < prompts.size(); ++i) prefill.push_back({prompts[i], &caches[i], i == 0});
+  std::vector<Step> prefill, decode;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int seq = session.NewSequence().value();
+    prefill.push_back({seq, prompts[i], i == 0 ? LogitsRows::kAll : LogitsRows::kLast});
+    decode.push_back({seq, std::span<const int32_t>(&next[i], 1)});
+  }
   const size_t prefill_rows = prompts[0].size() + prompts.size() - 1;
   std::vector<float> batched(prefill_rows * vocab);
-  arch.ForwardBatch(prefill, batched.data(), pool);
-  std::vector<BatchEntry> decode;
-  for (size_t i = 0; i < prompts.size(); ++i) decode.push_back({std::span<const int32_t>(&next[i], 1), &caches[i], false});
+  RunSteps(session, prefill, batched, pool);
   std::vector<float> batched_decode(prompts.size() * vocab);
-  arch.ForwardBatch(decode, batched_decode.data(), pool);
+  RunSteps(session, decode, batched_decode, pool);
 
   double max_diff = 0.0;
   auto compare = [&](const float* a, const float* b) {
@@ -81,15 +84,15 @@ TEST(BatchTest, BatchedStepEqualsSequencesAlone) {
 TEST(ExpertLoadTest, CountsEveryRoutedToken) {
   auto model = LoadModel(testing::FixturePath("models/qwen3_moe/model-f32.gguf"));
   ASSERT_TRUE(model.ok()) << model.status().message();
-  Architecture& arch = *(*model)->arch;
+  const Architecture& arch = *(*model)->arch;
   const ModelConfig& c = arch.config();
   ThreadPool pool(2);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7};
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(**model, 1, static_cast<int64_t>(tokens.size()));
-  KvCache kv = ReservedCache(*kv_pool, static_cast<int64_t>(tokens.size()));
+  Session session(**model, 1, static_cast<int64_t>(tokens.size()));
   std::vector<float> logits(c.vocab_size);
-  arch.Forward(SequenceStep{tokens, false}, kv, logits.data(), pool);
-  const auto load = arch.ExpertLoad();
+  const Step step{session.NewSequence().value(), tokens};
+  RunSteps(session, std::span<const Step>(&step, 1), logits, pool);
+  const auto load = arch.ExpertLoad(session.workspace());
   ASSERT_EQ(load.size(), static_cast<size_t>(c.num_layers));
   for (const auto& layer : load) {
     ASSERT_EQ(layer.size(), static_cast<size_t>(c.num_experts));
@@ -99,7 +102,7 @@ TEST(ExpertLoadTest, CountsEveryRoutedToken) {
   }
   auto dense = LoadModel(testing::FixturePath("models/llama/model-f32.gguf"));
   ASSERT_TRUE(dense.ok());
-  EXPECT_TRUE((*dense)->arch->ExpertLoad().empty());
+  EXPECT_TRUE((*dense)->arch->ExpertLoad(*(*dense)->arch->NewWorkspace()).empty());
 }
 
 }  // namespace

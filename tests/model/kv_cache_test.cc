@@ -1,6 +1,7 @@
-// KvCache: what is written reads back through the paged views (full blocks
-// in the pool's dtype, the open block in f32), blocks are reserved up front
-// and given back, and a full pool is an error, not a crash.
+// KvStorage: what is written through a sequence's block table and slot reads
+// back through the paged views (full blocks in the storage's dtype, the open
+// block in f32), and the slot ops of a fork and a truncation move the open
+// block's data.
 #include "model/kv_cache.h"
 
 #include <gtest/gtest.h>
@@ -23,8 +24,8 @@ std::vector<float> RandomRows(int64_t count, std::mt19937& rng) {
 }
 
 // Position p, head h of a layer's keys as attention would read them.
-std::vector<float> ReadKey(const KvPool& pool, const KvSequenceView& seq, int layer, int64_t p, int h) {
-  const KvLayerView view = pool.layer(layer);
+std::vector<float> ReadKey(const KvStorage& storage, const KvSequenceView& seq, int layer, int64_t p, int h) {
+  const KvLayerView view = storage.layer(layer);
   std::vector<float> out(kGeometry.head_dim);
   const int64_t block_start = seq.length / view.block_tokens * view.block_tokens;
   if (p >= block_start) {
@@ -37,40 +38,51 @@ std::vector<float> ReadKey(const KvPool& pool, const KvSequenceView& seq, int la
   return out;
 }
 
+// Every position of every layer and head reads back as written, within `tolerance`.
+void ExpectHolds(const KvStorage& storage, const KvSequence& seq, const std::vector<std::vector<float>>& keys,
+                 double tolerance) {
+  for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
+    const KvSequenceView view = storage.View(layer, seq.blocks, seq.slot, seq.num_tokens);
+    for (int64_t p = 0; p < seq.num_tokens; ++p) {
+      for (int h = 0; h < kGeometry.num_kv_heads; ++h) {
+        const std::vector<float> got = ReadKey(storage, view, layer, p, h);
+        const float* want = &keys[layer][(p * kGeometry.num_kv_heads + h) * kGeometry.head_dim];
+        for (int i = 0; i < kGeometry.head_dim; ++i) {
+          ASSERT_NEAR(got[i], want[i], tolerance * std::max(1.0f, std::abs(want[i])))
+              << KvDtypeName(storage.options().dtype) << " layer " << layer << " position " << p << " head " << h;
+        }
+      }
+    }
+  }
+}
+
+// Writes `count` random positions to every layer of seq; keys[layer] grows by them.
+void WriteRandom(KvManager& kv, KvStorage& storage, KvSequence& seq, int64_t count, std::mt19937& rng,
+                 std::vector<std::vector<float>>& keys) {
+  ASSERT_TRUE(kv.Reserve(seq, seq.num_tokens + count).ok());
+  for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
+    const std::vector<float> k = RandomRows(count, rng);
+    const std::vector<float> v = RandomRows(count, rng);
+    storage.Write(layer, seq.blocks, seq.slot, seq.num_tokens, count, k.data(), v.data());
+    keys[layer].insert(keys[layer].end(), k.begin(), k.end());
+  }
+  kv.Commit(seq, {}, seq.num_tokens + count);
+}
+
 void ExpectReadsBack(KvDtype dtype, double tolerance) {
-  KvPool pool(kGeometry, KvCacheOptions{dtype, /*block_tokens=*/4}, /*num_blocks=*/6);
-  KvCache kv(pool);
+  KvManager kv(6, 4, 2);
+  KvStorage storage(kGeometry, KvCacheOptions{dtype, /*block_tokens=*/4}, /*num_blocks=*/6, /*num_slots=*/2);
+  KvSequence seq;
   std::mt19937 rng(3);
   std::vector<std::vector<float>> keys(kGeometry.num_layers);
   // Steps of 3, 1, 6, 1 tokens: partial, exactly full and multi-block writes.
   for (int64_t count : {3, 1, 6, 1}) {
-    ASSERT_TRUE(kv.Reserve(count).ok());
-    for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
-      const std::vector<float> k = RandomRows(count, rng);
-      const std::vector<float> v = RandomRows(count, rng);
-      kv.Write(layer, count, k.data(), v.data());
-      keys[layer].insert(keys[layer].end(), k.begin(), k.end());
-    }
-    for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
-      const KvSequenceView seq = kv.View(layer, count);
-      ASSERT_EQ(seq.length, kv.length() + count);
-      for (int64_t p = 0; p < seq.length; ++p) {
-        for (int h = 0; h < kGeometry.num_kv_heads; ++h) {
-          const std::vector<float> got = ReadKey(pool, seq, layer, p, h);
-          const float* want = &keys[layer][(p * kGeometry.num_kv_heads + h) * kGeometry.head_dim];
-          float amax = 0;
-          for (int i = 0; i < kGeometry.head_dim; ++i) amax = std::max(amax, std::abs(want[i]));
-          for (int i = 0; i < kGeometry.head_dim; ++i) {
-            ASSERT_NEAR(got[i], want[i], tolerance * std::max(1.0f, std::abs(want[i])))
-                << KvDtypeName(dtype) << " layer " << layer << " position " << p << " head " << h;
-          }
-        }
-      }
-    }
-    kv.Advance(count);
+    WriteRandom(kv, storage, seq, count, rng, keys);
+    ExpectHolds(storage, seq, keys, tolerance);
   }
-  EXPECT_EQ(kv.length(), 11);
-  EXPECT_EQ(pool.allocator().num_blocks_used(), 3);
+  EXPECT_EQ(seq.num_tokens, 11);
+  EXPECT_EQ(kv.blocks().num_blocks_held(), 3);
+  kv.Free(seq);
 }
 
 TEST(KvCacheTest, F32ReadsBackExactly) { ExpectReadsBack(KvDtype::kF32, 0.0); }
@@ -79,21 +91,51 @@ TEST(KvCacheTest, Bf16ReadsBackWithinBf16Rounding) { ExpectReadsBack(KvDtype::kB
 // absolute step near zero.
 TEST(KvCacheTest, Fp8ReadsBackWithinE4M3Rounding) { ExpectReadsBack(KvDtype::kFp8E4M3, 0.07); }
 
-TEST(KvCacheTest, FullPoolIsAnErrorAndBlocksComeBack) {
-  KvPool pool(kGeometry, KvCacheOptions{KvDtype::kFp8E4M3, 16}, /*num_blocks=*/3);
-  {
-    KvCache a(pool);
-    ASSERT_TRUE(a.Reserve(33).ok());  // 3 blocks
-    EXPECT_EQ(a.capacity(), 48);
-    KvCache b(pool);
-    const Status s = b.Reserve(1);
-    ASSERT_FALSE(s.ok());
-    EXPECT_NE(s.message().find("KV cache is full"), std::string::npos) << s.message();
-    EXPECT_EQ(b.capacity(), 0);
-    // More room inside a's last block needs no new block.
-    EXPECT_TRUE(a.Reserve(15).ok());
+// A fork's child reads the parent's positions (shared full blocks, a copy
+// of the open block), and the two then grow apart.
+TEST(KvCacheTest, ForkedChildReadsTheParentsPositions) {
+  for (KvDtype dtype : {KvDtype::kF32, KvDtype::kFp8E4M3}) {
+    const double tolerance = dtype == KvDtype::kF32 ? 0.0 : 0.07;
+    KvManager kv(8, 4, 2);
+    KvStorage storage(kGeometry, KvCacheOptions{dtype, 4}, 8, 2);
+    std::mt19937 rng(5);
+    KvSequence parent, child;
+    std::vector<std::vector<float>> parent_keys(kGeometry.num_layers);
+    WriteRandom(kv, storage, parent, 6, rng, parent_keys);
+    std::vector<KvSlotOp> ops;
+    ASSERT_TRUE(kv.Fork(parent, &child, &ops).ok());
+    for (const KvSlotOp& op : ops) storage.Apply(op);
+    std::vector<std::vector<float>> child_keys = parent_keys;
+    ExpectHolds(storage, child, child_keys, tolerance);
+    WriteRandom(kv, storage, child, 3, rng, child_keys);
+    WriteRandom(kv, storage, parent, 1, rng, parent_keys);
+    ExpectHolds(storage, child, child_keys, tolerance);
+    ExpectHolds(storage, parent, parent_keys, tolerance);
+    kv.Free(parent);
+    kv.Free(child);
+    EXPECT_EQ(kv.blocks().num_blocks_held(), 0);
   }
-  EXPECT_EQ(pool.allocator().num_blocks_free(), 3);
+}
+
+// Truncating into a full block reloads its first positions into the slot;
+// writing on from there reads back like a sequence that never went further.
+TEST(KvCacheTest, TruncationIntoAFullBlockReloadsIt) {
+  KvManager kv(8, 4, 1);
+  KvStorage storage(kGeometry, KvCacheOptions{KvDtype::kBf16, 4}, 8, 1);
+  std::mt19937 rng(9);
+  KvSequence seq;
+  std::vector<std::vector<float>> keys(kGeometry.num_layers);
+  WriteRandom(kv, storage, seq, 10, rng, keys);
+  std::vector<KvSlotOp> ops;
+  ASSERT_TRUE(kv.Truncate(seq, 6, &ops).ok());
+  ASSERT_EQ(ops.size(), 1u);
+  for (const KvSlotOp& op : ops) storage.Apply(op);
+  const size_t row = static_cast<size_t>(kGeometry.num_kv_heads) * kGeometry.head_dim;
+  for (auto& layer_keys : keys) layer_keys.resize(6 * row);
+  ExpectHolds(storage, seq, keys, 1.0 / 256);
+  WriteRandom(kv, storage, seq, 5, rng, keys);
+  ExpectHolds(storage, seq, keys, 1.0 / 256);
+  kv.Free(seq);
 }
 
 TEST(KvCacheTest, ParsesKvDtypeNames) {

@@ -13,6 +13,7 @@
 #include <new>
 
 #include "model/model.h"
+#include "model/session.h"
 #include "test_paths.h"
 
 namespace {
@@ -36,28 +37,23 @@ void ExpectDecodeAllocatesNothing(const std::string& path, WeightFormat format) 
   options.kv_block_tokens = 4;
   auto model = LoadModel(path, options);
   ASSERT_TRUE(model.ok()) << model.status().message();
-  Architecture& arch = *(*model)->arch;
-  const int64_t vocab = arch.config().vocab_size;
-  std::unique_ptr<KvPool> kv_pool = NewKvPool(**model, 3, 64);
+  const int64_t vocab = (*model)->config().vocab_size;
+  Session session(**model, 3, 64);
   ThreadPool pool(2);
-  std::vector<KvCache> caches;
-  for (int i = 0; i < 3; ++i) {
-    caches.emplace_back(*kv_pool);
-    ASSERT_TRUE(caches.back().Reserve(64).ok());
-  }
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 99, 3}, {7, 8}, {11, 250, 8, 9, 300, 4, 61, 2, 13}};
-  std::vector<BatchEntry> prefill;
-  for (size_t i = 0; i < prompts.size(); ++i) prefill.push_back({prompts[i], &caches[i], false});
-  std::vector<float> logits(prompts.size() * vocab);
-  arch.ForwardBatch(prefill, logits.data(), pool);
-
+  std::vector<Session::Step> prefill, decode;
   std::vector<int32_t> next = {21, 22, 23};
-  std::vector<BatchEntry> decode;
-  for (size_t i = 0; i < prompts.size(); ++i) decode.push_back({std::span<const int32_t>(&next[i], 1), &caches[i], false});
-  arch.ForwardBatch(decode, logits.data(), pool);  // warm-up: grows the decode-sized scratch
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int seq = session.NewSequence().value();
+    prefill.push_back({seq, prompts[i]});
+    decode.push_back({seq, std::span<const int32_t>(&next[i], 1)});
+  }
+  std::vector<float> logits(prompts.size() * vocab);
+  ASSERT_TRUE(session.Forward(prefill, logits, pool).ok());
+  ASSERT_TRUE(session.Forward(decode, logits, pool).ok());  // warm-up: grows the decode-sized scratch
   // Steps that cross block boundaries (blocks of 4 tokens fill and are quantized).
   const int64_t before = g_allocations.load();
-  for (int step = 0; step < 12; ++step) arch.ForwardBatch(decode, logits.data(), pool);
+  for (int step = 0; step < 12; ++step) ASSERT_TRUE(session.Forward(decode, logits, pool).ok());
   EXPECT_EQ(g_allocations.load() - before, 0) << "heap allocations in 12 steady decode steps";
 }
 
