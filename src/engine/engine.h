@@ -1,0 +1,125 @@
+// The serving engine's public face: requests in, streamed updates out.
+//
+// A request is a tokenized prompt with sampling parameters and limits; the
+// engine schedules it with every other request (continuous batching,
+// chunked prefill mixed with decodes, prefix caching, preemption), and
+// reports its progress through a callback: new text and tokens per sample,
+// then a last update with each sample's finish reason and the usage counts.
+//
+// Threads: Submit, Abort, Validate and metrics() may be called from any
+// thread. Callbacks run on the engine's thread, one request's updates in
+// order; a callback must not block or call back into the engine other than
+// Abort (post the update to your own thread/IO loop and return).
+// Every submitted request gets exactly one final update (finished == true),
+// whatever ends it: its stop condition, Abort, an error, or shutdown.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/metrics.h"
+#include "engine/sampler.h"
+
+namespace tetra {
+
+struct Model;
+
+struct EngineRequest {
+  std::vector<int32_t> prompt;  // token ids, not empty
+  SamplingParams sampling;
+  int max_tokens = 16;          // new tokens per sample, >= 1
+  int n = 1;                    // parallel samples sharing the prompt's KV
+  // Generation stops when a sample's text contains one of these (the text
+  // before it is returned, unless include_stop_string); matched across
+  // token boundaries.
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;  // stop on these ids too (not returned)
+  bool ignore_eos = false;              // do not stop at the model's end tokens
+  bool include_stop_string = false;
+  bool skip_special_tokens = true;      // leave special tokens out of the text
+  int priority = 0;                     // lower runs first; FCFS among equals
+};
+
+enum class FinishReason : uint8_t {
+  kStop,    // an end token, a stop token id or a stop string
+  kLength,  // max_tokens, or the model's context is full
+  kAbort,   // Abort() (a client that went away) or shutdown
+  kError,   // the request failed (RequestUpdate::error says why)
+};
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", "abort", "error"
+
+struct TokenLogprobs {
+  int32_t token = 0;
+  float logprob = 0.0f;            // of the chosen token, raw model distribution
+  std::vector<TokenLogprob> top;   // the top alternatives, most likely first (sampling.top_logprobs)
+};
+
+struct SampleUpdate {
+  int index = 0;                  // which of the n samples
+  std::string text;               // new text: whole UTF-8 characters; text that might start a stop string is held back
+  std::vector<int32_t> tokens;    // new token ids
+  std::vector<TokenLogprobs> logprobs;  // one per new token when sampling.top_logprobs >= 0
+  std::optional<FinishReason> finish;   // set on the sample's last update
+  std::string stop_string;        // the stop string that ended it, if any
+  std::optional<int32_t> stop_token;    // the stop token id that ended it, if any
+};
+
+struct RequestUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // all samples together
+  int64_t cached_prompt_tokens = 0;  // prompt tokens taken from the prefix cache
+};
+
+struct RequestUpdate {
+  uint64_t request_id = 0;
+  std::vector<SampleUpdate> samples;  // only samples with news
+  bool finished = false;              // the request's last update
+  Status error;                       // why it failed (finished, every sample kError)
+  RequestUsage usage;                 // so far; final on the last update
+};
+
+using UpdateCallback = std::function<void(RequestUpdate&&)>;
+
+struct EngineOptions {
+  int num_threads = 0;              // kernel threads; 0 = one per core
+  int max_num_sequences = 64;       // sequences running at once (a batch's rows)
+  int max_step_tokens = 512;        // tokens per step: decodes + prefill chunks
+  int64_t kv_cache_bytes = 0;       // KV pool size; 0 = room for max_num_sequences full contexts, capped at 1/4 of RAM
+  int max_waiting_requests = 4096;  // Submit refuses more (kResourceExhausted)
+  bool enable_prefix_caching = true;
+  bool overlap = true;              // schedule step N+1 while step N computes
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Errors a request would meet, without submitting it: empty prompt, ids
+  // outside the vocabulary, prompt + max_tokens beyond the context, bad
+  // sampling parameters or n. kInvalid, with a message naming the field.
+  virtual Status Validate(const EngineRequest& request) const = 0;
+  // Queues a request (after Validate); its updates go to on_update. Returns
+  // its id. kResourceExhausted when the waiting queue is full, kUnavailable
+  // when the engine is stopping.
+  virtual StatusOr<uint64_t> Submit(EngineRequest request, UpdateCallback on_update) = 0;
+  // Ends a request wherever it is (waiting, prefilling, decoding); its blocks
+  // are freed once no step in flight uses them, and its final update says
+  // kAbort. Unknown or finished ids are ignored.
+  virtual void Abort(uint64_t request_id) = 0;
+  // Stops taking requests, aborts every request still in the engine (each
+  // gets its final update) and joins the engine thread. Idempotent.
+  virtual void Shutdown() = 0;
+
+  virtual EngineMetrics metrics() const = 0;
+  virtual const Model& model() const = 0;
+};
+
+// The engine over a loaded model (which must outlive it).
+StatusOr<std::unique_ptr<Engine>> CreateEngine(const Model& model, const EngineOptions& options);
+
+}  // namespace tetra
