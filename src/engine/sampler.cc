@@ -13,7 +13,22 @@ int32_t Argmax(const float* logits, int64_t n) {
   return static_cast<int32_t>(best);
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed.value_or(std::random_device{}())) {}
+
+Status ValidateSamplingParams(const SamplingParams& params, int64_t vocab_size) { return Status::Ok(); }
+
+SequenceSampler::SequenceSampler(const SamplingParams& params, uint64_t stream, std::span<const int32_t> prompt)
+    : sampler_([&] {
+        SamplingParams p = params;
+        if (p.seed) p.seed = *p.seed + stream * 0x9e3779b97f4a7c15ULL;
+        return p;
+      }()) {}
+
+SampleResult SequenceSampler::Sample(const float* logits, int64_t vocab_size, SamplerScratch& scratch) {
+  SampleResult result;
+  result.token = sampler_.Sample(logits, vocab_size);
+  return result;
+}
 
 int32_t Sampler::Sample(const float* logits, int64_t vocab_size) {
   if (params_.temperature <= 0.0f) return Argmax(logits, vocab_size);

@@ -1,0 +1,82 @@
+// One step between the scheduler and a model runner: what to compute
+// (StepPlan) and what came out (StepResult). The engine thread fills a plan,
+// a runner executes it (on its own thread when steps overlap), and the engine
+// thread applies the result. Plans are reused from step to step, so steady
+// steps allocate nothing once their vectors have grown.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/sampler.h"
+#include "kvcache/kv_manager.h"
+#include "model/forward_batch.h"
+
+namespace tetra {
+
+// One sampled token a step must produce: from logits row `logits_row`, with
+// the sequence's own sampler, written as the last sampled token of `slot`
+// (a later step that was planned before this result was known reads it
+// there: an input token that is a placeholder).
+struct StepSample {
+  uint64_t sequence_id = 0;
+  int logits_row = 0;
+  int slot = -1;
+  SequenceSampler* sampler = nullptr;
+};
+
+struct StepPlan {
+  uint64_t step_id = 0;
+  std::vector<KvSlotOp> kv_ops;  // run before the forward pass, in order
+  std::vector<int32_t> tokens;   // [num_tokens] flat inputs; placeholders hold -1
+  // Inputs not known when the step was planned: tokens[index] = the last
+  // token sampled for `slot` by the steps before this one.
+  struct Placeholder {
+    int64_t index = 0;
+    int slot = -1;
+  };
+  std::vector<Placeholder> placeholders;
+  std::vector<BlockId> block_ids;  // every sequence's table, back to back
+  std::vector<int64_t> block_offsets;  // [num_sequences] where its table starts in block_ids
+  std::vector<ForwardSequence> sequences;  // block_table spans are set by Finalize()
+  std::vector<uint64_t> sequence_ids;      // [num_sequences]
+  std::vector<SharedPrefixGroup> shared_prefixes;
+  std::vector<StepSample> samples;
+  int64_t num_prefill_tokens = 0;  // tokens of sequences that were not decoding
+  int64_t num_decode_tokens = 0;
+
+  void Clear();
+  bool empty() const { return sequences.empty(); }
+  // Points each sequence's block_table into block_ids (after all are added).
+  void Finalize();
+  ForwardBatch batch(std::span<float> logits) const { return {tokens, sequences, shared_prefixes, logits}; }
+  int64_t num_logit_rows() const;
+};
+
+struct SampledToken {
+  uint64_t sequence_id = 0;
+  SampleResult sample;
+};
+
+struct StepResult {
+  Status status;                      // not ok: the step failed as a whole
+  std::vector<SampledToken> sampled;  // one per StepSample, in order
+  double seconds = 0.0;               // the step's compute time
+  void Clear() {
+    status = Status::Ok();
+    sampled.clear();
+    seconds = 0.0;
+  }
+};
+
+// Executes plans, one at a time, in the order they are given: a step's KV
+// writes and sampled tokens are visible to every later step.
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual void Run(StepPlan& plan, StepResult* result) = 0;
+};
+
+}  // namespace tetra
