@@ -25,6 +25,7 @@ struct StepSample {
   int logits_row = 0;
   int slot = -1;
   SequenceSampler* sampler = nullptr;
+  bool is_fork = false;  // a forked sample's first token: its sequence is not among the step's sequences
 };
 
 struct StepPlan {

@@ -1,0 +1,467 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+#include "base/check.h"
+
+namespace tetra {
+
+namespace {
+// Run order: the request's (priority, arrival), then the sample's index.
+bool RunsBefore(const Sequence* a, const Sequence* b) {
+  return a->request->RunsBefore(*b->request) || (a->request == b->request && a->sample_index < b->sample_index);
+}
+}  // namespace
+
+void StepPlan::Clear() {
+  step_id = 0;
+  kv_ops.clear();
+  tokens.clear();
+  placeholders.clear();
+  block_ids.clear();
+  block_offsets.clear();
+  sequences.clear();
+  sequence_ids.clear();
+  shared_prefixes.clear();
+  samples.clear();
+  num_prefill_tokens = 0;
+  num_decode_tokens = 0;
+}
+
+void StepPlan::Finalize() {
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const int64_t begin = block_offsets[i];
+    const int64_t end = i + 1 < sequences.size() ? block_offsets[i + 1] : static_cast<int64_t>(block_ids.size());
+    sequences[i].block_table = std::span<const BlockId>(block_ids.data() + begin, static_cast<size_t>(end - begin));
+  }
+}
+
+int64_t StepPlan::num_logit_rows() const {
+  int64_t rows = 0;
+  for (const ForwardSequence& s : sequences) rows += s.num_logit_rows();
+  return rows;
+}
+
+Scheduler::Scheduler(const SchedulerOptions& options, const ModelLimits& limits)
+    : options_(options),
+      limits_(limits),
+      kv_(options.num_kv_blocks, options.kv_block_tokens, options.max_num_sequences) {
+  TETRA_CHECK(options.max_num_sequences > 0 && options.max_step_tokens > 0);
+  kv_.blocks().set_prefix_caching(options.enable_prefix_caching);
+}
+
+Status Scheduler::Validate(const EngineRequest& r) const {
+  if (r.prompt.empty()) return Status::Error("the prompt is empty: nothing to continue");
+  for (int32_t id : r.prompt) {
+    if (id < 0 || id >= limits_.vocab_size) {
+      return Status::Errorf("prompt token id {} is outside the vocabulary of {}", id, limits_.vocab_size);
+    }
+  }
+  if (r.max_tokens < 1) return Status::Errorf("max_tokens must be at least 1, got {}", r.max_tokens);
+  if (r.n < 1 || r.n > options_.max_num_sequences) {
+    return Status::Errorf("n must be in [1, {}], got {}", options_.max_num_sequences, r.n);
+  }
+  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+  if (prompt + r.max_tokens > limits_.max_position) {
+    return Status::Errorf(
+        "this model's maximum context length is {} tokens, but the request has {} prompt tokens and max_tokens {} "
+        "({} in total)",
+        limits_.max_position, prompt, r.max_tokens, prompt + r.max_tokens);
+  }
+  // The request must fit the KV pool on its own, or it could never finish.
+  const int bt = options_.kv_block_tokens;
+  const int64_t total = prompt + r.max_tokens;
+  const int64_t blocks = prompt / bt + static_cast<int64_t>(r.n) * ((total + bt - 1) / bt - prompt / bt);
+  if (blocks > options_.num_kv_blocks) {
+    return Status::Errorf("the request needs {} KV blocks of {} tokens ({} prompt tokens, n {}, max_tokens {}) but the "
+                          "cache holds {}",
+                          blocks, bt, prompt, r.n, r.max_tokens, options_.num_kv_blocks);
+  }
+  for (int32_t id : r.stop_token_ids) {
+    if (id < 0 || id >= limits_.vocab_size) {
+      return Status::Errorf("stop_token_ids: {} is outside the vocabulary of {}", id, limits_.vocab_size);
+    }
+  }
+  for (const std::string& stop : r.stop) {
+    if (stop.empty()) return Status::Error("stop: an empty stop string would match everywhere");
+  }
+  return ValidateSamplingParams(r.sampling, limits_.vocab_size);
+}
+
+StatusOr<Request*> Scheduler::Add(EngineRequest params, Clock::time_point now) {
+  if (num_waiting_requests() >= options_.max_waiting_requests) {
+    return Status::WithCode(StatusCode::kResourceExhausted,
+                            fmt::format("the engine's queue is full ({} requests waiting)", num_waiting_requests()));
+  }
+  auto request = std::make_unique<Request>();
+  Request& r = *request;
+  r.id = next_request_id_++;
+  r.arrival_order = next_arrival_order_++;
+  r.params = std::move(params);
+  r.arrival_time = now;
+  for (int i = 0; i < r.params.n; ++i) {
+    auto seq = std::make_unique<Sequence>();
+    seq->id = next_sequence_id_++;
+    seq->request = &r;
+    seq->sample_index = i;
+    seq->state = i == 0 ? Sequence::State::kWaiting : Sequence::State::kForkPending;
+    seq->tokens = r.params.prompt;
+    seq->sampler = std::make_unique<SequenceSampler>(r.params.sampling, static_cast<uint64_t>(i), r.params.prompt);
+    sequences_[seq->id] = seq.get();
+    r.samples.push_back(std::move(seq));
+  }
+  Sequence* first = r.samples[0].get();
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), first, RunsBefore), first);
+  ++num_unfinished_requests_;
+  Request* raw = request.get();
+  requests_[r.id] = std::move(request);
+  return raw;
+}
+
+Sequence* Scheduler::FindSequence(uint64_t id) const {
+  const auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second;
+}
+
+int Scheduler::num_running_requests() const {
+  int count = 0;
+  const Request* last = nullptr;
+  for (const Sequence* seq : running_) {  // a request's samples run next to each other
+    if (seq->request != last) ++count;
+    last = seq->request;
+  }
+  return count;
+}
+
+int Scheduler::num_waiting_requests() const {
+  int count = 0;
+  const Request* last = nullptr;
+  for (const Sequence* seq : waiting_) {  // a request's samples wait next to each other
+    if (seq->request == last) continue;
+    last = seq->request;
+    bool is_running = false;
+    for (const auto& sample : seq->request->samples) is_running |= sample->state == Sequence::State::kRunning;
+    count += !is_running;
+  }
+  return count;
+}
+
+bool Scheduler::CanSampleAgain(const Sequence& seq) const {
+  const int64_t ahead = seq.num_generated() + seq.num_pending_samples;
+  return ahead < seq.request->params.max_tokens &&
+         static_cast<int64_t>(seq.tokens.size()) + seq.num_pending_samples < limits_.max_position;
+}
+
+Scheduler::Work Scheduler::WorkOf(const Sequence& seq, int64_t budget) const {
+  Work work;
+  const int64_t known = static_cast<int64_t>(seq.tokens.size());
+  if (known > seq.num_computed) {
+    work.count = std::min(known - seq.num_computed, budget);
+    work.samples = seq.num_computed + work.count == known && CanSampleAgain(seq);
+    // Without a sample there is nothing to gain from the last known token yet.
+    if (!work.samples && seq.num_computed + work.count == known) work.count = 0;
+  } else if (options_.lookahead && seq.num_pending_samples == 1 && CanSampleAgain(seq) && budget > 0) {
+    work.count = 1;
+    work.samples = true;
+    work.is_placeholder = true;
+  }
+  return work;
+}
+
+void Scheduler::Preempt(Sequence& seq) {
+  DropOpsInto(seq.kv.slot);
+  kv_.Free(seq.kv);
+  seq.num_computed = 0;
+  seq.state = Sequence::State::kWaiting;
+  running_.erase(std::find(running_.begin(), running_.end(), &seq));
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), &seq, RunsBefore), &seq);
+  ++num_preemptions_;
+}
+
+bool Scheduler::ReserveOrPreempt(Sequence& seq, int64_t count) {
+  for (;;) {
+    const Status status = kv_.Reserve(seq.kv, seq.num_computed + count);
+    if (status.ok()) return true;
+    TETRA_CHECK(status.is_resource_exhausted(), "{}", status.message());
+    Sequence* victim = running_.back();
+    if (victim == &seq) {
+      Preempt(seq);
+      return false;
+    }
+    Preempt(*victim);
+  }
+}
+
+int Scheduler::NumForkPending(const Request& request) const {
+  int pending = 0;
+  for (const auto& sample : request.samples) pending += sample->state == Sequence::State::kForkPending;
+  return pending;
+}
+
+bool Scheduler::HasRoomToFork(const Request& request, int64_t prompt_tokens) const {
+  const int pending = NumForkPending(request);
+  const bool has_open_block = prompt_tokens % options_.kv_block_tokens != 0;
+  return kv_.num_slots_free() >= pending && (!has_open_block || kv_.blocks().num_blocks_free() >= pending);
+}
+
+void Scheduler::ForkSamples(Request& request, StepPlan* plan) {
+  Sequence& parent = *request.samples[0];
+  const int row = static_cast<int>(plan->num_logit_rows()) - 1;  // the parent's, just added
+  for (const auto& sample : request.samples) {
+    Sequence& child = *sample;
+    if (child.state != Sequence::State::kForkPending) continue;
+    std::vector<KvSlotOp> ops;
+    const Status status = kv_.Fork(parent.kv, &child.kv, &ops);
+    TETRA_CHECK(status.ok(), "fork after checking room: {}", status.message());
+    // The copy of the parent's open block waits until this step has written it.
+    for (const KvSlotOp& op : ops) deferred_ops_.push_back({plan->step_id, op});
+    child.tokens = parent.tokens;
+    child.num_computed = parent.num_computed;
+    child.state = Sequence::State::kRunning;
+    child.planned_in_step = plan->step_id;
+    // Right after its parent, so a request's samples stay together.
+    running_.insert(std::find(running_.begin(), running_.end(), &parent) + child.sample_index, &child);
+    // Its first token comes from the parent's last prompt logits, in this step.
+    plan->samples.push_back({child.id, row, child.kv.slot, child.sampler.get(), /*is_fork=*/true});
+    ++child.num_pending_samples;
+    ++child.num_steps_in_flight;  // its sampler is read by this step
+  }
+}
+
+void Scheduler::DropOpsInto(int slot) {
+  std::erase_if(deferred_ops_, [slot](const DeferredOp& d) { return d.op.to_slot == slot; });
+}
+
+void Scheduler::AddToPlan(Sequence& seq, const Work& work, StepPlan* plan) {
+  const int64_t start = seq.num_computed;
+  kv_.Commit(seq.kv, {}, start + work.count);
+  ForwardSequence f;
+  f.first_token = static_cast<int64_t>(plan->tokens.size());
+  f.num_tokens = work.count;
+  f.start_position = start;
+  f.slot = seq.kv.slot;
+  f.logits = work.samples ? LogitsRows::kLast : LogitsRows::kNone;
+  if (work.is_placeholder) {
+    plan->placeholders.push_back({static_cast<int64_t>(plan->tokens.size()), seq.kv.slot});
+    plan->tokens.push_back(-1);
+  } else {
+    plan->tokens.insert(plan->tokens.end(), seq.tokens.begin() + start, seq.tokens.begin() + start + work.count);
+  }
+  const bool is_decode = work.is_placeholder || start >= seq.num_prompt_tokens();
+  (is_decode ? plan->num_decode_tokens : plan->num_prefill_tokens) += work.count;
+  plan->block_offsets.push_back(static_cast<int64_t>(plan->block_ids.size()));
+  plan->block_ids.insert(plan->block_ids.end(), seq.kv.blocks.begin(), seq.kv.blocks.end());
+  plan->sequences.push_back(f);
+  plan->sequence_ids.push_back(seq.id);
+  seq.num_computed += work.count;
+  seq.planned_in_step = plan->step_id;
+  ++seq.num_steps_in_flight;
+  if (!work.samples) return;
+  plan->samples.push_back({seq.id, static_cast<int>(plan->num_logit_rows()) - 1, seq.kv.slot, seq.sampler.get()});
+  ++seq.num_pending_samples;
+}
+
+int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, StepPlan* plan) {
+  Work work = WorkOf(seq, budget);
+  if (work.count == 0) return 0;
+  Request& request = *seq.request;
+  if (!ReserveOrPreempt(seq, work.count)) return -1;
+  // The chunk that finishes a prompt with n > 1 forks the other samples;
+  // without room for them yet, it computes all but the last prompt token.
+  const bool forks = work.samples && NumForkPending(request) > 0;
+  if (forks && !HasRoomToFork(request, seq.num_computed + work.count)) {
+    work.count -= 1;
+    work.samples = false;
+    if (work.count == 0) return 0;
+  }
+  AddToPlan(seq, work, plan);
+  if (forks && work.samples) ForkSamples(request, plan);
+  return work.count;
+}
+
+bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
+  ReleaseDone();
+  plan->Clear();
+  plan->step_id = next_step_id_++;
+  int64_t budget = options_.max_step_tokens;
+  // 1. The running set, in order; a sequence is planned at most once a step.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence& seq = *running_[i];
+    if (seq.planned_in_step == plan->step_id) {
+      ++i;
+      continue;
+    }
+    const int64_t used = TryPlan(seq, budget, plan);
+    if (used < 0) continue;  // seq itself was preempted: running_[i] is the next one
+    budget -= used;
+    ++i;
+  }
+  // 2. The waiting queue, head first, never skipping the head.
+  while (!waiting_.empty() && budget > 0) {
+    Sequence& seq = *waiting_.front();
+    Request& request = *seq.request;
+    if (seq.num_steps_in_flight > 0 || kv_.num_slots_free() < 1 + NumForkPending(request)) break;
+    if (seq.kv.blocks.empty()) {
+      seq.num_computed = kv_.AttachCachedPrefix(seq.kv, seq.tokens);
+      if (!request.first_scheduled_time) {
+        request.cached_prompt_tokens = std::min<int64_t>(seq.num_computed, seq.num_prompt_tokens());
+      }
+    }
+    const Work work = WorkOf(seq, budget);
+    // Room for this chunk, and a block of headroom for every running
+    // sequence's next step (when nothing runs, just the chunk).
+    const int needed = kv_.BlocksToReserve(seq.kv, seq.num_computed + work.count);
+    const int headroom = static_cast<int>(running_.size());
+    if (work.count == 0 || needed + headroom > kv_.blocks().num_blocks_free()) {
+      kv_.Free(seq.kv);  // the attached prefix goes back; it stays cached
+      seq.num_computed = 0;
+      break;
+    }
+    waiting_.pop_front();
+    seq.state = Sequence::State::kRunning;
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), &seq, RunsBefore), &seq);
+    if (!request.first_scheduled_time) request.first_scheduled_time = now;
+    const int64_t used = TryPlan(seq, budget, plan);
+    if (used < 0) break;  // cannot happen with the room checked, but never loop on it
+    budget -= used;
+  }
+  if (plan->empty()) return false;  // slot ops stay queued for the next step that runs
+  // Slot ops from forks planned in earlier steps run before this one.
+  for (const DeferredOp& d : deferred_ops_) {
+    if (d.after_step < plan->step_id) plan->kv_ops.push_back(d.op);
+  }
+  std::erase_if(deferred_ops_, [&](const DeferredOp& d) { return d.after_step < plan->step_id; });
+  plan->Finalize();
+  ++num_steps_in_flight_;
+  return true;
+}
+
+void Scheduler::FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,
+                               std::vector<SequenceEvent>* events, bool has_token, SampleResult sample) {
+  TETRA_CHECK(!seq.is_finished());
+  Request& request = *seq.request;
+  if (seq.state == Sequence::State::kRunning) running_.erase(std::find(running_.begin(), running_.end(), &seq));
+  if (seq.state == Sequence::State::kWaiting) {
+    if (const auto it = std::find(waiting_.begin(), waiting_.end(), &seq); it != waiting_.end()) waiting_.erase(it);
+  }
+  if (seq.kv.holds_kv()) DropOpsInto(seq.kv.slot);
+  kv_.Free(seq.kv);
+  seq.state = Sequence::State::kFinished;
+  seq.finish = reason;
+  ++request.num_finished_samples;
+  SequenceEvent event;
+  event.request_id = request.id;
+  event.sample_index = seq.sample_index;
+  event.has_token = has_token;
+  event.sample = std::move(sample);
+  event.finish = reason;
+  event.stop_token = stop_token;
+  if (request.is_finished()) {
+    event.request_finished = true;
+    event.cached_prompt_tokens = request.cached_prompt_tokens;
+    event.error = request.error;
+    --num_unfinished_requests_;
+    released_.push_back(&request);
+  }
+  events->push_back(std::move(event));
+}
+
+void Scheduler::Abort(uint64_t request_id, std::vector<SequenceEvent>* events) {
+  const auto it = requests_.find(request_id);
+  if (it == requests_.end() || it->second->is_finished()) return;
+  for (const auto& sample : it->second->samples) {
+    if (!sample->is_finished()) FinishSequence(*sample, FinishReason::kAbort, std::nullopt, events);
+  }
+}
+
+void Scheduler::Finish(Request* request, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events) {
+  Sequence& seq = *request->samples[sample_index];
+  if (!seq.is_finished()) FinishSequence(seq, reason, std::nullopt, events);
+}
+
+void Scheduler::FinishAll(FinishReason reason, const Status& error, std::vector<SequenceEvent>* events) {
+  for (auto& [id, request] : requests_) {
+    if (request->is_finished()) continue;
+    if (!error.ok()) request->error = error;
+    for (const auto& sample : request->samples) {
+      if (!sample->is_finished()) FinishSequence(*sample, reason, std::nullopt, events);
+    }
+  }
+}
+
+void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::vector<SequenceEvent>* events) {
+  TETRA_CHECK(num_steps_in_flight_ > 0, "Complete without a step in flight");
+  --num_steps_in_flight_;
+  TETRA_CHECK(!result.status.ok() || result.sampled.size() == plan.samples.size(), "{} samples for {} planned",
+              result.sampled.size(), plan.samples.size());
+  for (size_t i = 0; i < plan.samples.size(); ++i) {
+    Sequence* seq = FindSequence(plan.samples[i].sequence_id);
+    TETRA_CHECK(seq != nullptr, "a sample for a released sequence");
+    --seq->num_pending_samples;
+    if (seq->is_finished()) continue;
+    Request& request = *seq->request;
+    if (!result.status.ok()) {
+      request.error = result.status;
+      for (const auto& sample : request.samples) {
+        if (!sample->is_finished()) FinishSequence(*sample, FinishReason::kError, std::nullopt, events);
+      }
+      continue;
+    }
+    const SampleResult& sample = result.sampled[i].sample;
+    if (sample.logits_were_all_invalid) {
+      request.error = Status::WithCode(StatusCode::kInternal, "the model produced no valid logits (NaN or -inf)");
+      for (const auto& s : request.samples) {
+        if (!s->is_finished()) FinishSequence(*s, FinishReason::kError, std::nullopt, events);
+      }
+      continue;
+    }
+    const int32_t token = sample.token;
+    const EngineRequest& params = request.params;
+    const bool is_end = !params.ignore_eos && std::find(limits_.end_token_ids.begin(), limits_.end_token_ids.end(),
+                                                        token) != limits_.end_token_ids.end();
+    const bool is_stop_id =
+        std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();
+    if (is_end || is_stop_id) {
+      FinishSequence(*seq, FinishReason::kStop, token, events);
+      continue;
+    }
+    seq->tokens.push_back(token);
+    if (seq->num_generated() >= params.max_tokens || static_cast<int64_t>(seq->tokens.size()) >= limits_.max_position) {
+      FinishSequence(*seq, FinishReason::kLength, std::nullopt, events, true, sample);
+      continue;
+    }
+    SequenceEvent event;
+    event.request_id = request.id;
+    event.sample_index = seq->sample_index;
+    event.has_token = true;
+    event.sample = sample;
+    events->push_back(std::move(event));
+  }
+  for (uint64_t id : plan.sequence_ids) {
+    Sequence* seq = FindSequence(id);
+    TETRA_CHECK(seq != nullptr, "a planned sequence was released");
+    --seq->num_steps_in_flight;
+    if (seq->kv.holds_kv()) kv_.PublishKnown(seq->kv, seq->tokens);
+  }
+  for (const StepSample& s : plan.samples) {  // forked samples: the step read their samplers
+    if (s.is_fork) --FindSequence(s.sequence_id)->num_steps_in_flight;
+  }
+}
+
+void Scheduler::ReleaseDone() {
+  for (size_t i = 0; i < released_.size();) {
+    Request* request = released_[i];
+    bool in_flight = false;
+    for (const auto& sample : request->samples) in_flight |= sample->num_steps_in_flight > 0;
+    if (in_flight) {
+      ++i;
+      continue;
+    }
+    for (const auto& sample : request->samples) sequences_.erase(sample->id);
+    requests_.erase(request->id);
+    released_[i] = released_.back();
+    released_.pop_back();
+  }
+}
+
+}  // namespace tetra

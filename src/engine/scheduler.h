@@ -1,0 +1,154 @@
+// The scheduler: which sequences run in the next step and how many tokens
+// each computes, under a per-step token budget (continuous batching with
+// chunked prefill: decodes first, then prompt chunks, mixed in one step).
+// It owns the requests and their KV (kvcache/kv_manager.h), plans steps
+// (engine/step.h), applies their results, and reports what happened per
+// sequence. No tensors: tests drive it with a fake model runner.
+//
+// Policy, in order of the running set then the waiting queue:
+//   - the running set keeps its order (priority, then arrival); each
+//     sequence computes its known-but-uncomputed tokens (a prompt chunk, a
+//     recompute after preemption, or the last sampled token: a decode);
+//   - with lookahead (overlapped steps), a decode whose input is the token
+//     the step in flight is sampling is planned anyway, with a placeholder
+//     the runner fills in: the kernels never wait for the engine thread;
+//   - waiting requests are admitted in priority/FCFS order while the
+//     budget, the sequence limit and the KV pool allow, attaching the
+//     longest cached prefix first; the head of the queue is never skipped;
+//   - a running sequence that cannot get KV blocks preempts the running
+//     sequence that runs last (lowest priority, latest arrival): its KV is
+//     freed and it waits to be recomputed (the prefix cache keeps most of
+//     it), without losing a token;
+//   - a request with n > 1 computes its prompt once; the step that finishes
+//     it forks the other samples (they share the prompt's full blocks) and
+//     samples every one of them from the prompt's last logits.
+// Engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/sequence.h"
+#include "engine/step.h"
+#include "kvcache/kv_manager.h"
+
+namespace tetra {
+
+struct SchedulerOptions {
+  int max_num_sequences = 64;  // sequences in a step (and sequence slots)
+  int max_step_tokens = 512;   // tokens in a step
+  int num_kv_blocks = 0;
+  int kv_block_tokens = 64;
+  bool enable_prefix_caching = true;
+  bool lookahead = true;       // plan decodes whose input is still being sampled
+  int max_waiting_requests = 4096;
+};
+
+// What the scheduler needs of the model.
+struct ModelLimits {
+  int64_t vocab_size = 0;
+  int64_t max_position = 0;           // context length
+  std::vector<int32_t> end_token_ids;  // the model's end-of-generation tokens
+};
+
+// Something that happened to one sequence: a token (appended to its
+// output), its finish, or both (a length limit reached with this token).
+// A stop token ends a sequence without being appended.
+struct SequenceEvent {
+  uint64_t request_id = 0;
+  int sample_index = 0;
+  bool has_token = false;
+  SampleResult sample;
+  std::optional<FinishReason> finish;
+  std::optional<int32_t> stop_token;
+  bool request_finished = false;  // the request's last event; then:
+  int64_t cached_prompt_tokens = 0;
+  Status error;                   // why it failed (kError)
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerOptions& options, const ModelLimits& limits);
+
+  // Why a request cannot run (kInvalid, naming the field), or Ok.
+  Status Validate(const EngineRequest& request) const;
+  // Queues a valid request; kResourceExhausted when the queue is full.
+  StatusOr<Request*> Add(EngineRequest request, Clock::time_point now);
+  // Ends every sequence of a request now (kAbort); unknown ids are ignored.
+  void Abort(uint64_t request_id, std::vector<SequenceEvent>* events);
+  // Ends one sample (a stop string matched in its text).
+  void Finish(Request* request, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events);
+  // Ends every unfinished request (kAbort, or kError with `error`).
+  void FinishAll(FinishReason reason, const Status& error, std::vector<SequenceEvent>* events);
+
+  // Plans the next step into *plan; false when no sequence has work.
+  bool Plan(StepPlan* plan, Clock::time_point now);
+  // Applies the result of a planned step (steps complete in plan order).
+  void Complete(const StepPlan& plan, const StepResult& result, std::vector<SequenceEvent>* events);
+
+  bool has_unfinished_requests() const { return num_unfinished_requests_ > 0; }
+  int num_steps_in_flight() const { return num_steps_in_flight_; }
+  int num_running_requests() const;
+  int num_waiting_requests() const;
+  int64_t num_preemptions() const { return num_preemptions_; }
+  const KvManager& kv() const { return kv_; }
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  // A sequence's share of the step: tokens [num_computed, num_computed + count).
+  struct Work {
+    int64_t count = 0;
+    bool samples = false;
+    bool is_placeholder = false;  // its one input token is the one in flight
+  };
+  Work WorkOf(const Sequence& seq, int64_t budget) const;
+  bool CanSampleAgain(const Sequence& seq) const;
+  // Reserves KV for `count` more positions, preempting sequences that run
+  // after `seq` as needed; false when seq itself had to wait.
+  bool ReserveOrPreempt(Sequence& seq, int64_t count);
+  void Preempt(Sequence& seq);
+  // Plans seq's work within budget: the tokens planned, or -1 when seq was preempted.
+  int64_t TryPlan(Sequence& seq, int64_t budget, StepPlan* plan);
+  void AddToPlan(Sequence& seq, const Work& work, StepPlan* plan);
+  int NumForkPending(const Request& request) const;
+  bool HasRoomToFork(const Request& request, int64_t prompt_tokens) const;
+  // Forks the request's other samples from sample 0, whose prompt this step
+  // finishes (just added to the plan), and samples their first tokens from
+  // its logits row.
+  void ForkSamples(Request& request, StepPlan* plan);
+  // Drops queued slot ops into a slot that is being freed.
+  void DropOpsInto(int slot);
+  void FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,
+                      std::vector<SequenceEvent>* events, bool has_token = false, SampleResult sample = {});
+  void ReleaseDone();
+  Sequence* FindSequence(uint64_t id) const;
+
+  SchedulerOptions options_;
+  ModelLimits limits_;
+  KvManager kv_;
+  std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;  // every request not yet released
+  std::unordered_map<uint64_t, Sequence*> sequences_;                // by id, every live sequence
+  std::vector<Sequence*> running_;   // in run order
+  std::deque<Sequence*> waiting_;    // in run order
+  // Slot ops of forks, each to run before the first step planned after the
+  // step that writes what it copies.
+  struct DeferredOp {
+    uint64_t after_step = 0;
+    KvSlotOp op;
+  };
+  std::vector<DeferredOp> deferred_ops_;
+  std::vector<Request*> released_;      // finished, waiting for their steps to complete
+  uint64_t next_request_id_ = 1;
+  uint64_t next_sequence_id_ = 1;
+  uint64_t next_step_id_ = 1;
+  uint64_t next_arrival_order_ = 0;
+  int num_unfinished_requests_ = 0;
+  int num_steps_in_flight_ = 0;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace tetra
