@@ -88,14 +88,15 @@ Status Scheduler::Validate(const EngineRequest& r) const {
   return ValidateSamplingParams(r.sampling, limits_.vocab_size);
 }
 
-StatusOr<Request*> Scheduler::Add(EngineRequest params, Clock::time_point now) {
+StatusOr<Request*> Scheduler::Add(EngineRequest params, Clock::time_point now, uint64_t id) {
   if (num_waiting_requests() >= options_.max_waiting_requests) {
     return Status::WithCode(StatusCode::kResourceExhausted,
                             fmt::format("the engine's queue is full ({} requests waiting)", num_waiting_requests()));
   }
   auto request = std::make_unique<Request>();
   Request& r = *request;
-  r.id = next_request_id_++;
+  r.id = id != 0 ? id : next_request_id_++;
+  TETRA_CHECK(!requests_.contains(r.id), "request id {} is in use", r.id);
   r.arrival_order = next_arrival_order_++;
   r.params = std::move(params);
   r.arrival_time = now;
@@ -356,6 +357,7 @@ void Scheduler::FinishSequence(Sequence& seq, FinishReason reason, std::optional
   event.sample = std::move(sample);
   event.finish = reason;
   event.stop_token = stop_token;
+  event.scheduled_time = request.first_scheduled_time;
   if (request.is_finished()) {
     event.request_finished = true;
     event.cached_prompt_tokens = request.cached_prompt_tokens;
@@ -374,8 +376,10 @@ void Scheduler::Abort(uint64_t request_id, std::vector<SequenceEvent>* events) {
   }
 }
 
-void Scheduler::Finish(Request* request, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events) {
-  Sequence& seq = *request->samples[sample_index];
+void Scheduler::Finish(uint64_t request_id, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events) {
+  const auto it = requests_.find(request_id);
+  if (it == requests_.end() || sample_index < 0 || sample_index >= static_cast<int>(it->second->samples.size())) return;
+  Sequence& seq = *it->second->samples[sample_index];
   if (!seq.is_finished()) FinishSequence(seq, reason, std::nullopt, events);
 }
 
@@ -435,6 +439,7 @@ void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::ve
     event.sample_index = seq->sample_index;
     event.has_token = true;
     event.sample = sample;
+    event.scheduled_time = request.first_scheduled_time;
     events->push_back(std::move(event));
   }
   for (uint64_t id : plan.sequence_ids) {

@@ -68,6 +68,7 @@ struct SequenceEvent {
   bool request_finished = false;  // the request's last event; then:
   int64_t cached_prompt_tokens = 0;
   Status error;                   // why it failed (kError)
+  std::optional<Clock::time_point> scheduled_time;  // when the request first ran
 };
 
 class Scheduler {
@@ -77,11 +78,12 @@ class Scheduler {
   // Why a request cannot run (kInvalid, naming the field), or Ok.
   Status Validate(const EngineRequest& request) const;
   // Queues a valid request; kResourceExhausted when the queue is full.
-  StatusOr<Request*> Add(EngineRequest request, Clock::time_point now);
+  // `id` 0 takes the next free id; else the caller's (unique).
+  StatusOr<Request*> Add(EngineRequest request, Clock::time_point now, uint64_t id = 0);
   // Ends every sequence of a request now (kAbort); unknown ids are ignored.
   void Abort(uint64_t request_id, std::vector<SequenceEvent>* events);
   // Ends one sample (a stop string matched in its text).
-  void Finish(Request* request, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events);
+  void Finish(uint64_t request_id, int sample_index, FinishReason reason, std::vector<SequenceEvent>* events);
   // Ends every unfinished request (kAbort, or kError with `error`).
   void FinishAll(FinishReason reason, const Status& error, std::vector<SequenceEvent>* events);
 

@@ -53,12 +53,6 @@ int64_t KvStorage::open_block_floats() const {
   return static_cast<int64_t>(geometry_.num_kv_heads) * options_.block_tokens * geometry_.head_dim;
 }
 
-int64_t KvStorage::bytes_per_block() const {
-  const int64_t data = open_block_floats() * KvDtypeBytes(options_.dtype);
-  const int64_t scales = options_.dtype == KvDtype::kFp8E4M3 ? geometry_.num_kv_heads * 4 : 0;
-  return 2 * (data + scales) * geometry_.num_layers;
-}
-
 uint8_t* KvStorage::keys(int layer) const { return memory_ + static_cast<size_t>(layer) * layer_bytes_; }
 uint8_t* KvStorage::values(int layer) const { return keys(layer) + layer_data_bytes_; }
 float* KvStorage::key_scales(int layer) const { return reinterpret_cast<float*>(keys(layer) + 2 * layer_data_bytes_); }

@@ -49,8 +49,6 @@ class KvStorage {
   const KvCacheOptions& options() const { return options_; }
   int num_blocks() const { return num_blocks_; }
   int num_slots() const { return num_slots_; }
-  // Bytes of one block across all layers (keys, values and scales), for sizing.
-  int64_t bytes_per_block() const;
 
   KvLayerView layer(int layer) const;
 

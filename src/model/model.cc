@@ -61,6 +61,13 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOp
   return model;
 }
 
+int64_t KvBytesPerBlock(const Model& model) {
+  const ModelConfig& c = model.config();
+  const int64_t elements = static_cast<int64_t>(c.num_kv_heads) * model.kv_cache.block_tokens * c.head_dim;
+  const int64_t scales = model.kv_cache.dtype == KvDtype::kFp8E4M3 ? c.num_kv_heads * 4 : 0;
+  return 2 * (elements * KvDtypeBytes(model.kv_cache.dtype) + scales) * c.num_layers;
+}
+
 std::unique_ptr<KvStorage> NewKvStorage(const Model& model, int num_blocks, int num_slots) {
   const ModelConfig& c = model.config();
   return std::make_unique<KvStorage>(KvGeometry{c.num_layers, c.num_kv_heads, c.head_dim}, model.kv_cache, num_blocks,

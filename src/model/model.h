@@ -34,6 +34,8 @@ struct Model {
 // file and the problem.
 StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options = {});
 
+// Bytes one KV block takes across all layers (keys, values, scales).
+int64_t KvBytesPerBlock(const Model& model);
 // KV storage for this model's layers: num_blocks blocks and num_slots sequence slots.
 std::unique_ptr<KvStorage> NewKvStorage(const Model& model, int num_blocks, int num_slots);
 
