@@ -1,7 +1,7 @@
 // W4A8 kernel benchmarks: GEMV (one token, expert-shaped weights larger than
 // the caches) in GB/s of packed weights, and GEMM (512 tokens x 768 x 2048) in
 // GOPS, for every ISA this CPU runs, each with its fraction of this machine's
-// limits as measured in ../shared/NOTES.md (and by bench/peaks_bench.cc):
+// limits as measured by bench/peaks_bench.cc:
 // 36 GB/s read, ~1.0 TOPS int8 per core (512-bit vpdpbusd).
 //
 //   kernel_bench --benchmark_filter=W4A8

@@ -72,7 +72,7 @@ TEST(CliTest, EveryKvCacheTypeGenerates) {
 }
 
 TEST(CliTest, TokenizeVocabOnlyGgufPrintsIds) {
-  const std::string vocab = std::string(TETRA_SHARED_DIR) + "/testdata/vocab/ggml-vocab-gpt-2.gguf";
+  const std::string vocab = testing::FixturePath("vocab/ggml-vocab-gpt-2.gguf");
   RunResult r = RunTetra("tokenize -m " + vocab + " -p 'Hello world' --ids --no-special");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // GPT-2's ids for "Hello" and " world", as the HF tokenizer gives them.

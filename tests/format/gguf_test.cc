@@ -123,8 +123,8 @@ TEST(GgufTest, OpenModelFilesMapsAGgufFile) {
 }
 
 TEST(GgufTest, ParsesEveryVocabFile) {
-  const std::filesystem::path dir = std::filesystem::path(TETRA_SHARED_DIR) / "testdata" / "vocab";
-  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "no " << dir;
+  const std::filesystem::path dir = std::filesystem::path(TETRA_FIXTURES_DIR) / "vocab";
+  ASSERT_TRUE(std::filesystem::is_directory(dir)) << "missing " << dir;
   int num_files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".gguf") continue;
@@ -146,8 +146,7 @@ TEST(GgufTest, ParsesEveryVocabFile) {
 }
 
 TEST(GgufTest, KnownVocabValues) {
-  const std::string path = std::string(TETRA_SHARED_DIR) + "/testdata/vocab/ggml-vocab-llama-spm.gguf";
-  if (!std::filesystem::exists(path)) GTEST_SKIP();
+  const std::string path = std::string(TETRA_FIXTURES_DIR) + "/vocab/ggml-vocab-llama-spm.gguf";
   StatusOr<std::unique_ptr<ModelFiles>> model = OpenModelFiles(path);
   ASSERT_TRUE(model.ok()) << model.status().message();
   const nlohmann::ordered_json& metadata = (*model)->gguf_metadata;

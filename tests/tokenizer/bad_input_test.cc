@@ -111,7 +111,7 @@ TEST(TokenizerBadInputTest, HfJsonErrorsNameTheFile) {
 }
 
 TEST(TokenizerBadInputTest, OddTextEncodesAndRoundTrips) {
-  for (const char* family : {"gpt-2", "llama-spm", "deepseek-llm"}) {
+  for (const char* family : {"gpt-2", "llama-spm", "deepseek-llm", "baichuan"}) {
     auto tokenizer = testing::LoadGgufTokenizer(testing::VocabDir() + "/ggml-vocab-" + family + ".gguf");
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().message();
     const Tokenizer& tok = **tokenizer;

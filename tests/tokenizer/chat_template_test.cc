@@ -1,7 +1,7 @@
 // ChatTemplate against Python jinja2 in transformers' environment. Expected
 // strings come from tools/fixtures/make_chat_template_fixtures.py
 // (tests/fixtures/chat_templates/expected.json); the real templates are read
-// from shared/testdata/chat-templates at run time.
+// from tests/fixtures/chat_templates/templates/ at run time.
 #include "tokenizer/chat_template.h"
 
 #include <gtest/gtest.h>
@@ -17,7 +17,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-const char* const kTemplatesDir = TETRA_SHARED_DIR "/testdata/chat-templates";
+const char* const kTemplatesDir = TETRA_FIXTURES_DIR "/chat_templates/templates";
 const char* const kExpectedPath = TETRA_FIXTURES_DIR "/chat_templates/expected.json";
 
 std::string ReadFile(const std::string& path) {
@@ -108,7 +108,7 @@ class RealTemplateTest : public testing::TestWithParam<std::string> {};
 TEST_P(RealTemplateTest, MatchesJinja2) {
   const Json& entry = Expected()["templates"][GetParam()];
   const std::string source = ReadFile(std::string(kTemplatesDir) + "/" + GetParam());
-  if (source.empty()) GTEST_SKIP() << "template not found in " << kTemplatesDir;
+  ASSERT_FALSE(source.empty()) << GetParam() << " not found in " << kTemplatesDir;
   for (const auto& [conversation, result] : entry["results"].items()) {
     const std::string problem = Check(source, Expected()["conversations"][conversation], result);
     EXPECT_EQ(problem, "") << GetParam() << " / " << conversation;
@@ -118,7 +118,7 @@ TEST_P(RealTemplateTest, MatchesJinja2) {
 // Cut and damaged real templates must parse or fail cleanly, never crash or hang.
 TEST_P(RealTemplateTest, DamagedCopiesFailCleanly) {
   const std::string source = ReadFile(std::string(kTemplatesDir) + "/" + GetParam());
-  if (source.empty()) GTEST_SKIP() << "template not found in " << kTemplatesDir;
+  ASSERT_FALSE(source.empty()) << GetParam() << " not found in " << kTemplatesDir;
   const Json& context = Expected()["conversations"]["tool_calls"];
   ChatTemplateOptions options = PinnedClock();
   options.max_loop_iterations = 100000;
@@ -138,7 +138,7 @@ TEST_P(RealTemplateTest, DamagedCopiesFailCleanly) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shared, RealTemplateTest, testing::ValuesIn(TemplateNames()), TestName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, RealTemplateTest, testing::ValuesIn(TemplateNames()), TestName);
 
 class EngineCaseTest : public testing::TestWithParam<std::string> {};
 

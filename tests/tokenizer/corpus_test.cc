@@ -2,8 +2,8 @@
 // special tokens, long runs) against ids and decodes recorded from the HF
 // `tokenizers` library by tools/fixtures/make_tokenizer_fixtures.py. Each
 // family is checked through every loader that can read it (FromHfJson of the
-// committed tokenizer.json, FromGguf of the shared vocab GGUF), and every
-// decode is also streamed token by token. llama-spm is checked twice: the
+// committed tokenizer.json, FromGguf of the vocab GGUF in tests/fixtures/vocab),
+// and every decode is also streamed token by token. llama-spm is checked twice: the
 // tokenizer.json transformers 5 writes (Metaspace, prefix only on the first
 // fragment and only when missing) through FromHfJson, and the original legacy
 // layout (Prepend normalizer: SentencePiece's behaviour) through FromGguf.
@@ -19,7 +19,7 @@ namespace {
 
 struct CorpusCase {
   std::string family;  // tests/fixtures/tokenizer/<family>.expected.json
-  std::string loader;  // "gguf" (shared vocab GGUF) or "hf" (committed tokenizer.json)
+  std::string loader;  // "gguf" (tests/fixtures/vocab GGUF) or "hf" (committed tokenizer.json)
   friend void PrintTo(const CorpusCase& c, std::ostream* os) { *os << c.family << "/" << c.loader; }
 };
 

@@ -1,5 +1,5 @@
 // Helpers shared by the tokenizer tests: loading a GGUF's metadata and the
-// llama.cpp-style .inp/.out test vectors from the shared test data.
+// llama.cpp-style .inp/.out test vectors (tests/fixtures/vocab/).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,7 +16,7 @@
 
 namespace tetra::testing {
 
-inline std::string VocabDir() { return std::string(TETRA_SHARED_DIR) + "/testdata/vocab"; }
+inline std::string VocabDir() { return std::string(TETRA_FIXTURES_DIR) + "/vocab"; }
 inline std::string FixtureDir() { return std::string(TETRA_FIXTURES_DIR) + "/tokenizer"; }
 
 inline std::string ReadFileBytes(const std::string& path) {
