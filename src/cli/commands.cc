@@ -66,7 +66,7 @@ StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, c
                                                 ThreadPool* pool) {
   const std::string path = ResolveModel(model_flag);
   LoadOptions options;
-  options.weights = ParseWeightFormat(precision.weights).value_or(WeightFormat::kReference);  // validated by CLI11
+  options.weights = ParseWeightFormat(precision.weights).value_or(WeightFormat::kW4A8);  // validated by CLI11
   options.pool = pool;
   TETRA_ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtype(KvCacheName(precision)));
   options.kv_block_tokens = precision.kv_block_tokens;
@@ -92,7 +92,8 @@ StatusOr<std::unique_ptr<Model>> LoadForCommand(const std::string& model_flag, c
 
 void AddPrecisionOptions(CLI::App* cmd, PrecisionFlags& flags) {
   cmd->add_option("--weights", flags.weights,
-                  "Linear layers: reference (f32 on the stored weights) or w4a8 (4-bit weights, int8 activations)")
+                  "Linear layers: w4a8 (4-bit weights, int8 activations; the default) or reference (f32 on the "
+                  "stored weights, for exact comparisons)")
       ->check(CLI::IsMember({"reference", "w4a8"}));
   cmd->add_option("--kv-cache", flags.kv_cache,
                   "KV cache storage: fp8 (E4M3, a scale per block per KV head), bf16 or f32 "

@@ -16,7 +16,7 @@ namespace tetra::cli {
 
 // How a command runs the model: --weights, --kv-cache, --kv-block.
 struct PrecisionFlags {
-  std::string weights = "reference";  // reference | w4a8
+  std::string weights = "w4a8";  // w4a8 (the fast path, the default) | reference (f32, the exact comparison)
   std::string kv_cache;               // fp8 | bf16 | f32; empty: f32 for reference weights, fp8 for w4a8
   int kv_block_tokens = 64;
   std::string attention_math;         // int8 | f32; empty: int8 for w4a8 on AVX-512 VNNI+VBMI, else f32

@@ -155,6 +155,7 @@ class EngineImpl : public Engine {
     s.kv_block_tokens = model.kv_cache.block_tokens;
     s.enable_prefix_caching = options.enable_prefix_caching;
     s.lookahead = options.overlap;
+    s.shared_prefix_attention = options.shared_prefix_attention;
     s.max_waiting_requests = options.max_waiting_requests;
     scheduler_ = std::make_unique<Scheduler>(s, ModelLimits{c.vocab_size, c.max_position, model.tokenizer->stop_ids()});
     num_kv_blocks_ = num_blocks;

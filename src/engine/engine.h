@@ -93,6 +93,7 @@ struct EngineOptions {
   int max_waiting_requests = 4096;  // Submit refuses more (kResourceExhausted)
   bool enable_prefix_caching = true;
   bool overlap = true;              // schedule step N+1 while step N computes
+  bool shared_prefix_attention = true;  // parallel samples read their prompt's KV once per step
 };
 
 class Engine {

@@ -327,6 +327,7 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
     budget -= used;
   }
   if (plan->empty()) return false;  // slot ops stay queued for the next step that runs
+  if (options_.shared_prefix_attention) GroupSharedPrefixes(plan);
   // Slot ops from forks planned in earlier steps run before this one.
   for (const DeferredOp& d : deferred_ops_) {
     if (d.after_step < plan->step_id) plan->kv_ops.push_back(d.op);
@@ -335,6 +336,37 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
   plan->Finalize();
   ++num_steps_in_flight_;
   return true;
+}
+
+void Scheduler::GroupSharedPrefixes(StepPlan* plan) const {
+  const int bt = options_.kv_block_tokens;
+  const size_t count = plan->sequences.size();
+  auto decodes_alone = [&](size_t i) { return plan->sequences[i].num_tokens == 1; };
+  for (size_t i = 0; i < count;) {
+    const Request* request = FindSequence(plan->sequence_ids[i])->request;
+    size_t end = i + 1;
+    while (end < count && decodes_alone(i) && decodes_alone(end) &&
+           FindSequence(plan->sequence_ids[end])->request == request) {
+      ++end;
+    }
+    if (end - i >= 2) {
+      // The blocks every member's table starts with, all before its new position.
+      int64_t blocks = plan->sequences[i].start_position / bt;
+      for (size_t j = i + 1; j < end; ++j) {
+        blocks = std::min<int64_t>(blocks, plan->sequences[j].start_position / bt);
+        int64_t same = 0;
+        while (same < blocks && plan->block_ids[plan->block_offsets[j] + same] ==
+                                    plan->block_ids[plan->block_offsets[i] + same]) {
+          ++same;
+        }
+        blocks = same;
+      }
+      if (blocks > 0) {
+        plan->shared_prefixes.push_back({static_cast<int>(i), static_cast<int>(end - i), blocks * bt});
+      }
+    }
+    i = end;
+  }
 }
 
 void Scheduler::FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,

@@ -45,6 +45,7 @@ struct SchedulerOptions {
   int kv_block_tokens = 64;
   bool enable_prefix_caching = true;
   bool lookahead = true;       // plan decodes whose input is still being sampled
+  bool shared_prefix_attention = true;  // group parallel samples' decodes by their shared prompt blocks
   int max_waiting_requests = 4096;
 };
 
@@ -122,6 +123,9 @@ class Scheduler {
   // finishes (just added to the plan), and samples their first tokens from
   // its logits row.
   void ForkSamples(Request& request, StepPlan* plan);
+  // Marks runs of one request's decodes that start with the same blocks
+  // (parallel samples of one prompt): attention reads those blocks once.
+  void GroupSharedPrefixes(StepPlan* plan) const;
   // Drops queued slot ops into a slot that is being freed.
   void DropOpsInto(int slot);
   void FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,

@@ -112,7 +112,8 @@ TEST(CliTest, PerplexityRunsAndRejectsBadInput) {
 
 TEST(CliTest, ChatAppliesTheTemplate) {
   TETRA_REQUIRE_DEFAULT_MODEL_OR_SKIP(testing::DefaultModelPathForTests());
-  RunResult r = RunTetra("generate --chat -p 'What is the capital of France?' -n 12 --temperature 0");
+  // Exact path: the 135M model's W4A8 logits flip this near tie (doc/kernels.md).
+  RunResult r = RunTetra("generate --chat -p 'What is the capital of France?' -n 12 --temperature 0 --weights reference");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Paris"), std::string::npos) << r.output;
   // The template's markup is consumed, not echoed.

@@ -42,6 +42,7 @@ class FakeRunner : public ModelRunner {
   int64_t max_step_sequences_seen() const { return max_step_sequences_; }
   int64_t steps_run() const { return steps_; }
   int64_t placeholders_seen() const { return placeholders_; }
+  int64_t shared_prefix_groups_seen() const { return shared_prefix_groups_; }
   // Called at the start of each Run (tests inject failures here).
   std::function<Status(const StepPlan&)> before_run;
 
@@ -52,6 +53,17 @@ class FakeRunner : public ModelRunner {
       result->status = before_run(plan);
       if (!result->status.ok()) return;
     }
+    // The plan is a batch the real model accepts (placeholders filled below).
+    {
+      std::vector<int32_t> tokens = plan.tokens;
+      for (int32_t& t : tokens) t = std::max(0, t);
+      std::vector<float> logits(static_cast<size_t>(plan.num_logit_rows() * vocab_));
+      const ForwardBatch batch{tokens, plan.sequences, plan.shared_prefixes, logits};
+      const Status valid = ValidateForwardBatch(
+          batch, ForwardLimits{vocab_, 4096, block_tokens_, static_cast<int>(blocks_.size()), static_cast<int>(slots_.size())});
+      EXPECT_TRUE(valid.ok()) << valid.message();
+    }
+    shared_prefix_groups_ += static_cast<int64_t>(plan.shared_prefixes.size());
     max_step_tokens_ = std::max<int64_t>(max_step_tokens_, static_cast<int64_t>(plan.tokens.size()));
     max_step_sequences_ = std::max<int64_t>(max_step_sequences_, static_cast<int64_t>(plan.sequences.size()));
     for (const KvSlotOp& op : plan.kv_ops) {
@@ -106,7 +118,7 @@ class FakeRunner : public ModelRunner {
   std::vector<std::vector<int32_t>> slots_;   // [slot][position in the open block]
   std::vector<int32_t> last_sampled_;         // [slot]
   std::unordered_map<uint64_t, int> sample_index_;
-  int64_t max_step_tokens_ = 0, max_step_sequences_ = 0, steps_ = 0, placeholders_ = 0;
+  int64_t max_step_tokens_ = 0, max_step_sequences_ = 0, steps_ = 0, placeholders_ = 0, shared_prefix_groups_ = 0;
 };
 
 }  // namespace tetra::testing

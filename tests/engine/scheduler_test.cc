@@ -247,6 +247,8 @@ TEST_F(SchedulerTest, ParallelSamplesShareThePromptAndDiverge) {
     ExpectMatchesOracle();
     // The samples differ (the fake model salts by sample index).
     EXPECT_NE(outputs_[id][0].tokens, outputs_[id][1].tokens);
+    // Their decodes were grouped by the prompt's two full blocks.
+    EXPECT_GT(runner_->shared_prefix_groups_seen(), 0);
     ExpectEverythingFree();
     params_.clear();
     outputs_.clear();
