@@ -19,7 +19,7 @@ struct GenerateOptions {
   int max_new_tokens = 128;
   SamplingParams sampling;
   bool stop_at_eos = true;
-  int prefill_chunk_tokens = 256;
+  int prefill_chunk_tokens = 512;  // as the engine's default step budget, so both chunk a prompt alike
 };
 
 struct GenerateResult {
