@@ -8,12 +8,21 @@
 //            (bench/peaks_bench.cc), because decode attention streams the cache;
 //            s/key/kv_head is the time per cached position per KV head.
 // FP8 runs both score maths (math:0 f32, math:1 int8 = AttentionMath::kInt8Scores).
+//   shared prefix: decode of `samples` parallel samples of one 2048-token
+//            prompt (32 shared FP8 blocks), each with its own 32 positions
+//            (its f32 open block), with and without SharedPrefixGroup
+//            (grouped:1/0), in Qwen3-30B-A3B's shape and SmolLM2-135M's
+//            (model:0/1: 9 query heads, 3 KV heads, head dim 64). KV_GB/s
+//            counts the bytes the step needs: the prefix once, plus every
+//            sample's suffix, either way.
 //
 //   attention_bench --benchmark_filter=Attention
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -159,6 +168,104 @@ void IsaArgs(benchmark::internal::Benchmark* b) {
   }
 }
 
+// Parallel samples of one prompt: `samples` sequences whose block tables
+// hold the same prompt_tokens / kBlockTokens FP8 blocks (each its own copy of
+// the table, as the engine keeps them), each with suffix_tokens positions of
+// its own in its f32 open block; q and out laid out sample after sample.
+struct SharedPrefixBatch {
+  AttentionShape shape;
+  KvLayerView layer;
+  std::vector<uint8_t> keys, values;
+  std::vector<float> key_scales, value_scales;
+  std::vector<std::vector<int32_t>> tables;
+  std::vector<std::vector<float>> open_keys, open_values;
+  std::vector<float> q, out;
+  std::vector<PagedAttentionSequence> sequences;
+  SharedPrefixGroup group;
+  int64_t kv_bytes_needed = 0;  // per step: the prefix once, every suffix
+};
+
+void MakeSharedPrefixBatch(const AttentionShape& shape, int64_t prompt_tokens, int64_t suffix_tokens, int samples,
+                           SharedPrefixBatch& b) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  b.shape = shape;
+  b.layer = KvLayerView{KvDtype::kFp8E4M3, kBlockTokens, shape.num_kv_heads, shape.head_dim};
+  const int64_t num_blocks = prompt_tokens / kBlockTokens;
+  const int64_t block_elements = b.layer.block_elements();
+  b.keys.resize(static_cast<size_t>(num_blocks * block_elements));
+  b.values.resize(b.keys.size());
+  b.key_scales.resize(static_cast<size_t>(num_blocks * shape.num_kv_heads));
+  b.value_scales.resize(b.key_scales.size());
+  b.layer.keys = b.keys.data();
+  b.layer.values = b.values.data();
+  b.layer.key_scales = b.key_scales.data();
+  b.layer.value_scales = b.value_scales.data();
+  std::vector<float> block(static_cast<size_t>(block_elements));
+  for (int32_t i = 0; i < num_blocks; ++i) {
+    for (float& x : block) x = normal(rng);
+    StoreKvBlock(b.layer, block.data(), i, b.keys.data(), b.key_scales.data());
+    for (float& x : block) x = normal(rng);
+    StoreKvBlock(b.layer, block.data(), i, b.values.data(), b.value_scales.data());
+  }
+  const int64_t q_floats = static_cast<int64_t>(shape.num_heads) * shape.head_dim;
+  b.q.resize(static_cast<size_t>(samples * q_floats));
+  for (float& x : b.q) x = normal(rng);
+  b.out.resize(b.q.size());
+  for (int i = 0; i < samples; ++i) {
+    std::vector<int32_t>& table = b.tables.emplace_back(static_cast<size_t>(num_blocks));
+    std::iota(table.begin(), table.end(), 0);
+    for (auto* open : {&b.open_keys.emplace_back(block_elements), &b.open_values.emplace_back(block_elements)}) {
+      for (float& x : *open) x = normal(rng);
+    }
+  }
+  for (int i = 0; i < samples; ++i) {
+    KvSequenceView kv{prompt_tokens + suffix_tokens, b.tables[i].data(), b.open_keys[i].data(),
+                      b.open_values[i].data()};
+    b.sequences.push_back({b.q.data() + i * q_floats, 1, kv, b.out.data() + i * q_floats});
+  }
+  b.group = {0, samples, prompt_tokens};
+  const int64_t row_elements = int64_t{shape.num_kv_heads} * shape.head_dim;
+  // Keys and values: the FP8 prefix once, each f32 suffix.
+  b.kv_bytes_needed =
+      2 * row_elements * (prompt_tokens * KvDtypeBytes(KvDtype::kFp8E4M3) + samples * suffix_tokens * 4);
+}
+
+const AttentionShape kSmolShape{9, 3, 64, 1.0f / 8.0f};
+
+void BM_AttentionSharedPrefix(benchmark::State& state) {
+  const bool smol = state.range(0) == 1;
+  const int threads = static_cast<int>(state.range(1));
+  const int samples = static_cast<int>(state.range(2));
+  const bool grouped = state.range(3) != 0;
+  const auto math = static_cast<AttentionMath>(state.range(4));
+  SharedPrefixBatch b;
+  MakeSharedPrefixBatch(smol ? kSmolShape : kShape, 2048, 32, samples, b);
+  ThreadPool pool(threads);
+  const std::span<const SharedPrefixGroup> groups(&b.group, grouped ? 1 : 0);
+  for (auto _ : state) {
+    PagedAttention(b.shape, b.layer, b.sequences, groups, pool, math);
+    benchmark::DoNotOptimize(b.out.data());
+  }
+  state.counters["KV_GB/s"] = benchmark::Counter(
+      static_cast<double>(b.kv_bytes_needed) * static_cast<double>(state.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(smol ? "smollm2-135m" : "qwen3-30b-a3b") + (grouped ? " grouped" : "") +
+                 (math == AttentionMath::kInt8Scores ? " int8 scores" : ""));
+}
+
+void SharedPrefixArgs(benchmark::internal::Benchmark* b) {
+  for (int model : {0, 1}) {
+    for (int64_t math : {static_cast<int64_t>(AttentionMath::kF32), static_cast<int64_t>(AttentionMath::kInt8Scores)}) {
+      for (int threads : {1, 2}) {
+        for (int samples : {1, 4, 16}) {
+          for (int grouped : {0, 1}) b->Args({model, threads, samples, grouped, math});
+        }
+      }
+    }
+  }
+}
+
 // (dtype, math) pairs: int8 scores only change FP8 blocks.
 constexpr int64_t kF32 = static_cast<int64_t>(AttentionMath::kF32);
 constexpr int64_t kInt8 = static_cast<int64_t>(AttentionMath::kInt8Scores);
@@ -187,6 +294,10 @@ BENCHMARK(BM_AttentionDecodeIsa)->Apply(IsaArgs)->ArgNames({"isa", "math"})->Use
 BENCHMARK(BM_AttentionDecode)
     ->Apply(DecodeArgs)
     ->ArgNames({"dtype", "threads", "length", "seqs", "math"})
+    ->UseRealTime();
+BENCHMARK(BM_AttentionSharedPrefix)
+    ->Apply(SharedPrefixArgs)
+    ->ArgNames({"model", "threads", "samples", "grouped", "math"})
     ->UseRealTime();
 
 }  // namespace

@@ -61,14 +61,50 @@ struct WorkItem {
   int64_t cost = 0;  // rows x keys, to hand out the longest first
 };
 
-// A decode sequence's KV head whose parts are merged after the main loop.
+// Rows of one (KV head, output) whose parts are merged after the main loop:
+// row r (token r / group, q head r % group of the KV head) goes to
+//   out + (r / group) * num_heads * head_dim + (r % group) * head_dim,
+// and part p's state of that row (attention_internal.h: AttendTask::partial)
+// is at part_rows[p] + r * (2 + head_dim), p < num_parts, the pointers at
+// CallScratch::part_rows[first_part ...]. A split decode sequence lists its
+// parts of one buffer; a shared-prefix sample lists the prefix parts (its rows
+// inside the stacked item's) and then its own suffix parts.
 struct MergeItem {
-  const PagedAttentionSequence* sequence = nullptr;
-  int kv_head = 0;
+  float* out = nullptr;  // row 0: the first token's first q head of the KV head
+  int rows = 0;
+  int first_part = 0;
   int num_parts = 0;
-  int num_tokens = 0;
-  int64_t first_token = 0;
-  float* partials = nullptr;  // num_parts x [num_tokens * group, 2 + head_dim]
+};
+
+// One decode key range that a set of query rows attends to, before it is cut
+// into parts and work items (one per KV head and part): an ordinary decode
+// sequence over all its keys; a shared-prefix group's stacked samples (a
+// chunk of at most kMaxTaskRows rows) over the prefix; or one sample over
+// its own keys after the prefix.
+struct DecodeRange {
+  const KvSequenceView* kv = nullptr;
+  const float* q = nullptr;  // the first row's token
+  int num_tokens = 0;        // tokens of the sequence, or stacked samples
+  int64_t first_position = 0;
+  int64_t key_begin = 0;  // a multiple of block_tokens
+  int64_t key_end = 0;
+  // Where an unsplit range writes its normalized rows directly; nullptr when
+  // it is always merged (the pieces of a shared-prefix group).
+  float* out = nullptr;
+  int parts = 0;              // 0 for an empty range (a sample with no keys after the prefix)
+  float* partials = nullptr;  // merged ranges: [num_kv_heads, parts, rows, 2 + head_dim]
+
+  bool merged() const { return out == nullptr || parts > 1; }
+};
+
+// A shared-prefix group as planned: its ranges are ranges[first_range ..],
+// num_chunks prefix chunks of chunk_samples samples (the last may have
+// fewer), then one suffix range per sample.
+struct GroupPlan {
+  const SharedPrefixGroup* group = nullptr;
+  int first_range = 0;
+  int num_chunks = 0;
+  int chunk_samples = 0;
 };
 
 // Per-call state, kept by the calling thread and reused, so steady calls
@@ -76,6 +112,10 @@ struct MergeItem {
 struct CallScratch {
   std::vector<WorkItem> items;
   std::vector<MergeItem> merges;
+  std::vector<const float*> part_rows;
+  std::vector<DecodeRange> ranges;
+  std::vector<GroupPlan> group_plans;
+  std::vector<uint8_t> grouped;  // per sequence: kUngrouped, kInSmallGroup or kSharedPrefix
   std::vector<int64_t> decode_lengths;
   std::vector<int> decode_parts;
   std::vector<float> partials;
@@ -111,6 +151,54 @@ void CheckInputs(const AttentionShape& shape, const KvLayerView& layer,
   }
 }
 
+// What CheckGroups writes per sequence into CallScratch::grouped.
+constexpr uint8_t kUngrouped = 0;
+constexpr uint8_t kInSmallGroup = 1;  // in a group attended as if ungrouped
+constexpr uint8_t kSharedPrefix = 2;  // attended through its group's shared prefix
+
+// The groups' contract (attention.h: SharedPrefixGroup); marks in `grouped`
+// the sequences that a group attends (count > 1, prefix_tokens > 0).
+void CheckGroups(const AttentionShape& shape, const KvLayerView& layer,
+                 std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                 std::vector<uint8_t>& grouped) {
+  grouped.assign(sequences.size(), kUngrouped);
+  const int64_t q_stride = static_cast<int64_t>(shape.num_heads) * shape.head_dim;
+  const int64_t num_sequences = static_cast<int64_t>(sequences.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const SharedPrefixGroup& group = groups[g];
+    TETRA_CHECK(group.first >= 0 && group.count >= 0 && group.first + int64_t{group.count} <= num_sequences,
+                "shared-prefix group {}: sequences [{}, {} + {}) of {}", g, group.first, group.first, group.count,
+                num_sequences);
+    TETRA_CHECK(group.prefix_tokens >= 0 && group.prefix_tokens % layer.block_tokens == 0,
+                "shared-prefix group {}: prefix of {} tokens is not whole blocks of {}", g, group.prefix_tokens,
+                layer.block_tokens);
+    if (group.count == 0) continue;
+    const PagedAttentionSequence& lead = sequences[group.first];
+    const int64_t prefix_blocks = group.prefix_tokens / layer.block_tokens;
+    for (int i = 0; i < group.count; ++i) {
+      const int s = group.first + i;
+      const PagedAttentionSequence& seq = sequences[s];
+      TETRA_CHECK(grouped[s] == kUngrouped, "sequence {} is in two shared-prefix groups", s);
+      grouped[s] = kInSmallGroup;
+      TETRA_CHECK(seq.num_tokens == 1, "shared-prefix group {}: sequence {} has {} new tokens, not 1", g, s,
+                  seq.num_tokens);
+      TETRA_CHECK(seq.q == lead.q + i * q_stride, "shared-prefix group {}: sequence {}'s q does not follow {}'s", g,
+                  s, s - 1);
+      TETRA_CHECK(group.prefix_tokens <= seq.kv.length,
+                  "shared-prefix group {}: prefix of {} tokens, sequence {} has {}", g, group.prefix_tokens, s,
+                  seq.kv.length);
+      TETRA_CHECK(prefix_blocks == 0 || seq.kv.block_table == lead.kv.block_table ||
+                      std::equal(lead.kv.block_table, lead.kv.block_table + prefix_blocks, seq.kv.block_table),
+                  "shared-prefix group {}: sequence {}'s blocks differ from sequence {}'s in the prefix", g, s,
+                  group.first);
+    }
+    // A group of one, or with no prefix, is attended as if ungrouped.
+    if (group.count > 1 && group.prefix_tokens > 0) {
+      for (int i = 0; i < group.count; ++i) grouped[group.first + i] = kSharedPrefix;
+    }
+  }
+}
+
 AttendFn AttendFnFor(AttentionIsa isa, AttentionMath math) {
   switch (isa) {
     case AttentionIsa::kBest: return attention_internal::BestAttendFn(math == AttentionMath::kInt8Scores);
@@ -130,23 +218,22 @@ AttendFn AttendFnFor(AttentionIsa isa, AttentionMath math) {
   return nullptr;
 }
 
-// Softmax merge of one (sequence, KV head)'s parts into its output rows.
-void MergeParts(const AttentionShape& shape, const MergeItem& merge) {
+// Softmax merge of one MergeItem's parts into its output rows: each part's
+// state weighed by 2^(m_part - max over parts), the sums likewise, then the
+// output normalized.
+void MergeParts(const AttentionShape& shape, const MergeItem& merge, const float* const* part_rows) {
   const int group = shape.num_heads / shape.num_kv_heads;
   const int dim = shape.head_dim;
-  const int rows = merge.num_tokens * group;
-  const int64_t part_stride = static_cast<int64_t>(rows) * (2 + dim);
-  for (int r = 0; r < rows; ++r) {
+  const int64_t token_stride = static_cast<int64_t>(shape.num_heads) * dim;
+  for (int r = 0; r < merge.rows; ++r) {
+    const int64_t row_offset = static_cast<int64_t>(r) * (2 + dim);
     float row_max = -std::numeric_limits<float>::infinity();
-    for (int p = 0; p < merge.num_parts; ++p) {
-      row_max = std::max(row_max, merge.partials[p * part_stride + static_cast<int64_t>(r) * (2 + dim)]);
-    }
-    float* out = merge.sequence->out + (merge.first_token + r / group) * shape.num_heads * dim +
-                 static_cast<int64_t>(merge.kv_head * group + r % group) * dim;
+    for (int p = 0; p < merge.num_parts; ++p) row_max = std::max(row_max, part_rows[p][row_offset]);
+    float* out = merge.out + (r / group) * token_stride + static_cast<int64_t>(r % group) * dim;
     std::fill(out, out + dim, 0.0f);
     float total = 0.0f;
     for (int p = 0; p < merge.num_parts; ++p) {
-      const float* part = merge.partials + p * part_stride + static_cast<int64_t>(r) * (2 + dim);
+      const float* part = part_rows[p] + row_offset;
       if (part[1] == 0.0f) continue;  // the part held no key this row sees
       const float weight = std::exp2(part[0] - row_max);
       total += part[1] * weight;
@@ -157,12 +244,106 @@ void MergeParts(const AttentionShape& shape, const MergeItem& merge) {
   }
 }
 
-// The parts a decode sequence is cut into: the plan's, at most one per
-// block, and 1 when its rows do not fit one task.
-int DecodeParts(const PagedAttentionSequence& seq, int planned, int group, int block_tokens) {
-  const int64_t num_blocks = (seq.kv.length + block_tokens - 1) / block_tokens;
-  if (seq.num_tokens * group > attention_internal::kMaxTaskRows) return 1;
+// The parts a decode range is cut into: the plan's, at most one per block
+// (0 for an empty range), and 1 when its rows do not fit one task.
+int RangeParts(const DecodeRange& range, int planned, int group, int block_tokens) {
+  if (range.key_end <= range.key_begin) return 0;
+  const int64_t num_blocks = (range.key_end - range.key_begin + block_tokens - 1) / block_tokens;
+  if (range.num_tokens * group > attention_internal::kMaxTaskRows) return 1;
   return static_cast<int>(std::min<int64_t>(planned, num_blocks));
+}
+
+// The decode ranges of a call, in scratch.ranges, with scratch.group_plans
+// for the shared-prefix groups: first every ordinary decode sequence, then
+// each group's prefix chunks and its samples' suffixes.
+void CollectDecodeRanges(std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                         int group_rows, CallScratch& scratch) {
+  scratch.ranges.clear();
+  scratch.group_plans.clear();
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    const PagedAttentionSequence& seq = sequences[s];
+    if (seq.num_tokens == 0 || seq.num_tokens > kMaxDecodeTokens || scratch.grouped[s] == kSharedPrefix) continue;
+    DecodeRange range;
+    range.kv = &seq.kv;
+    range.q = seq.q;
+    range.num_tokens = static_cast<int>(seq.num_tokens);
+    range.first_position = seq.kv.length - seq.num_tokens;
+    range.key_end = seq.kv.length;
+    range.out = seq.out;
+    scratch.ranges.push_back(range);
+  }
+  const int max_samples = attention_internal::kMaxTaskRows / group_rows;
+  for (const SharedPrefixGroup& group : groups) {
+    if (group.count <= 1 || group.prefix_tokens == 0) continue;
+    // Chunks of at most max_samples stacked samples, as even as the count allows.
+    const int num_chunks = (group.count + max_samples - 1) / max_samples;
+    const int chunk_samples = (group.count + num_chunks - 1) / num_chunks;
+    scratch.group_plans.push_back({&group, static_cast<int>(scratch.ranges.size()), num_chunks, chunk_samples});
+    const PagedAttentionSequence* members = sequences.data() + group.first;
+    for (int c = 0; c < num_chunks; ++c) {
+      const int first_sample = c * chunk_samples;
+      DecodeRange prefix;
+      prefix.kv = &members[0].kv;
+      prefix.q = members[first_sample].q;
+      prefix.num_tokens = std::min(chunk_samples, group.count - first_sample);
+      prefix.first_position = group.prefix_tokens;  // past every prefix key: none masked
+      prefix.key_end = group.prefix_tokens;
+      scratch.ranges.push_back(prefix);
+    }
+    for (int i = 0; i < group.count; ++i) {
+      DecodeRange suffix;
+      suffix.kv = &members[i].kv;
+      suffix.q = members[i].q;
+      suffix.num_tokens = 1;
+      suffix.first_position = members[i].kv.length - 1;
+      suffix.key_begin = group.prefix_tokens;
+      suffix.key_end = members[i].kv.length;
+      scratch.ranges.push_back(suffix);
+    }
+  }
+}
+
+// The merge items of a call's split ranges and shared-prefix samples.
+void CollectMerges(const AttentionShape& shape, std::span<const PagedAttentionSequence> sequences,
+                   CallScratch& scratch) {
+  const int group_rows = shape.num_heads / shape.num_kv_heads;
+  const int64_t row_floats = 2 + shape.head_dim;
+  const int64_t head_offset = static_cast<int64_t>(group_rows) * shape.head_dim;  // one KV head's q heads in out
+  scratch.merges.clear();
+  scratch.part_rows.clear();
+  // The part pointers of `range` for KV head h, starting at row `first_row`.
+  const auto add_parts = [&](const DecodeRange& range, int h, int first_row) {
+    const int64_t rows = static_cast<int64_t>(range.num_tokens) * group_rows;
+    for (int p = 0; p < range.parts; ++p) {
+      scratch.part_rows.push_back(range.partials + ((h * range.parts + p) * rows + first_row) * row_floats);
+    }
+  };
+  const size_t ordinary_end =
+      scratch.group_plans.empty() ? scratch.ranges.size() : static_cast<size_t>(scratch.group_plans[0].first_range);
+  for (size_t i = 0; i < ordinary_end; ++i) {
+    const DecodeRange& range = scratch.ranges[i];
+    if (!range.merged()) continue;
+    for (int h = 0; h < shape.num_kv_heads; ++h) {
+      const int first_part = static_cast<int>(scratch.part_rows.size());
+      add_parts(range, h, 0);
+      scratch.merges.push_back({range.out + h * head_offset, range.num_tokens * group_rows, first_part, range.parts});
+    }
+  }
+  for (const GroupPlan& plan : scratch.group_plans) {
+    const SharedPrefixGroup& group = *plan.group;
+    for (int i = 0; i < group.count; ++i) {
+      const DecodeRange& prefix = scratch.ranges[plan.first_range + i / plan.chunk_samples];
+      const DecodeRange& suffix = scratch.ranges[plan.first_range + plan.num_chunks + i];
+      float* out = sequences[group.first + i].out;
+      for (int h = 0; h < shape.num_kv_heads; ++h) {
+        const int first_part = static_cast<int>(scratch.part_rows.size());
+        add_parts(prefix, h, (i % plan.chunk_samples) * group_rows);
+        add_parts(suffix, h, 0);
+        scratch.merges.push_back({out + h * head_offset, group_rows, first_part,
+                                  static_cast<int>(scratch.part_rows.size()) - first_part});
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -229,23 +410,34 @@ std::vector<int> PlanKvSplits(std::span<const int64_t> kv_lengths, int num_kv_he
 
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
                     std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionMath math) {
-  PagedAttention(shape, layer, sequences, pool, AttentionIsa::kBest, math);
+  PagedAttention(shape, layer, sequences, {}, pool, AttentionIsa::kBest, math);
 }
 
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
                     std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa,
                     AttentionMath math) {
+  PagedAttention(shape, layer, sequences, {}, pool, isa, math);
+}
+
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                    ThreadPool& pool, AttentionMath math) {
+  PagedAttention(shape, layer, sequences, groups, pool, AttentionIsa::kBest, math);
+}
+
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                    ThreadPool& pool, AttentionIsa isa, AttentionMath math) {
   CheckInputs(shape, layer, sequences, math);
+  thread_local CallScratch call_scratch;
+  CallScratch& scratch = call_scratch;
+  CheckGroups(shape, layer, sequences, groups, scratch.grouped);
   const AttendFn attend = AttendFnFor(isa, math);
   const int group = shape.num_heads / shape.num_kv_heads;
   const int dim = shape.head_dim;
   const int block_tokens = layer.block_tokens;
   const int max_task_tokens = attention_internal::kMaxTaskRows / group;
-
-  thread_local CallScratch call_scratch;
-  CallScratch& scratch = call_scratch;
   scratch.items.clear();
-  scratch.merges.clear();
 
   AttendTask base;
   base.layer = &layer;
@@ -254,74 +446,78 @@ void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
   base.log2_scale = shape.scale * std::numbers::log2e_v<float>;
   base.int8_scores = math == AttentionMath::kInt8Scores;
 
-  // Decode sequences: the split plan over their KV lengths.
+  // Decode ranges and the split plan over their key counts (a shared prefix
+  // counts once, like one sequence of its length).
+  CollectDecodeRanges(sequences, groups, group, scratch);
   scratch.decode_lengths.clear();
-  for (const PagedAttentionSequence& seq : sequences) {
-    if (seq.num_tokens > 0 && seq.num_tokens <= kMaxDecodeTokens) scratch.decode_lengths.push_back(seq.kv.length);
-  }
+  for (const DecodeRange& range : scratch.ranges) scratch.decode_lengths.push_back(range.key_end - range.key_begin);
   scratch.decode_parts.resize(scratch.decode_lengths.size());
   PlanKvSplitsInto(scratch.decode_lengths, shape.num_kv_heads, pool.num_threads(), scratch.decode_parts);
 
-  // Partial-state space for split sequences, sized before any pointer into it is taken.
+  // Partial-state space for merged ranges, sized before any pointer into it is taken.
   int64_t partial_floats = 0;
-  {
-    size_t d = 0;
-    for (const PagedAttentionSequence& seq : sequences) {
-      if (seq.num_tokens == 0 || seq.num_tokens > kMaxDecodeTokens) continue;
-      const int parts = DecodeParts(seq, scratch.decode_parts[d++], group, block_tokens);
-      if (parts > 1) partial_floats += shape.num_kv_heads * parts * seq.num_tokens * group * (2 + dim);
+  for (size_t i = 0; i < scratch.ranges.size(); ++i) {
+    DecodeRange& range = scratch.ranges[i];
+    range.parts = RangeParts(range, scratch.decode_parts[i], group, block_tokens);
+    if (range.merged()) {
+      partial_floats += int64_t{shape.num_kv_heads} * range.parts * range.num_tokens * group * (2 + dim);
     }
   }
   if (static_cast<int64_t>(scratch.partials.size()) < partial_floats) scratch.partials.resize(partial_floats);
 
-  size_t decode_index = 0;
   float* next_partial = scratch.partials.data();
-  for (const PagedAttentionSequence& seq : sequences) {
-    if (seq.num_tokens == 0) continue;
-    const int64_t first_position = seq.kv.length - seq.num_tokens;
+  for (DecodeRange& range : scratch.ranges) {
+    if (range.parts == 0) continue;
     AttendTask task = base;
-    task.kv = &seq.kv;
-    if (seq.num_tokens <= kMaxDecodeTokens) {
-      const int64_t num_blocks = (seq.kv.length + block_tokens - 1) / block_tokens;
-      const int parts = DecodeParts(seq, scratch.decode_parts[decode_index++], group, block_tokens);
-      // A group too large for one task's rows takes its tokens in pieces (never split then).
-      const int tokens_per_task = static_cast<int>(std::min<int64_t>(seq.num_tokens, max_task_tokens));
+    task.kv = range.kv;
+    const int rows = range.num_tokens * group;
+    if (!range.merged()) {
+      // Whole, straight to out; a group too large for one task's rows takes
+      // its tokens in pieces.
+      const int tokens_per_task = std::min(range.num_tokens, max_task_tokens);
       for (int h = 0; h < shape.num_kv_heads; ++h) {
         task.kv_head = h;
-        if (parts == 1) {
-          for (int64_t t0 = 0; t0 < seq.num_tokens; t0 += tokens_per_task) {
-            task.num_tokens = static_cast<int>(std::min<int64_t>(tokens_per_task, seq.num_tokens - t0));
-            task.q = seq.q + t0 * shape.num_heads * dim;
-            task.out = seq.out + t0 * shape.num_heads * dim;
-            task.partial = nullptr;
-            task.first_position = first_position + t0;
-            task.key_begin = 0;
-            task.key_end = seq.kv.length;
-            scratch.items.push_back({task, static_cast<int64_t>(task.num_tokens) * group * seq.kv.length});
-          }
-          continue;
-        }
-        const int rows = static_cast<int>(seq.num_tokens) * group;
-        MergeItem merge{&seq, h, parts, static_cast<int>(seq.num_tokens), 0, next_partial};
-        scratch.merges.push_back(merge);
-        for (int p = 0; p < parts; ++p) {
-          const int64_t block_begin = num_blocks * p / parts;
-          const int64_t block_end = num_blocks * (p + 1) / parts;
-          task.num_tokens = static_cast<int>(seq.num_tokens);
-          task.q = seq.q;
-          task.out = nullptr;
-          task.partial = next_partial;
-          task.first_position = first_position;
-          task.key_begin = block_begin * block_tokens;
-          task.key_end = std::min(seq.kv.length, block_end * block_tokens);
-          next_partial += static_cast<int64_t>(rows) * (2 + dim);
-          scratch.items.push_back({task, static_cast<int64_t>(rows) * (task.key_end - task.key_begin)});
+        for (int t0 = 0; t0 < range.num_tokens; t0 += tokens_per_task) {
+          task.num_tokens = std::min(tokens_per_task, range.num_tokens - t0);
+          task.q = range.q + int64_t{t0} * shape.num_heads * dim;
+          task.out = range.out + int64_t{t0} * shape.num_heads * dim;
+          task.partial = nullptr;
+          task.first_position = range.first_position + t0;
+          task.key_begin = range.key_begin;
+          task.key_end = range.key_end;
+          scratch.items.push_back({task, int64_t{task.num_tokens} * group * (range.key_end - range.key_begin)});
         }
       }
       continue;
     }
-    // Prefill: query tiles, each against every key up to its last token.
-    const int tile_tokens = std::max(1, kPrefillTileRows / group);
+    // Parts of whole blocks, each writing its rows' partial state.
+    range.partials = next_partial;
+    next_partial += int64_t{shape.num_kv_heads} * range.parts * rows * (2 + dim);
+    const int64_t first_block = range.key_begin / block_tokens;
+    const int64_t num_blocks = (range.key_end - range.key_begin + block_tokens - 1) / block_tokens;
+    task.num_tokens = range.num_tokens;
+    task.q = range.q;
+    task.out = nullptr;
+    task.first_position = range.first_position;
+    for (int h = 0; h < shape.num_kv_heads; ++h) {
+      task.kv_head = h;
+      for (int p = 0; p < range.parts; ++p) {
+        task.partial = range.partials + (int64_t{h} * range.parts + p) * rows * (2 + dim);
+        task.key_begin = (first_block + num_blocks * p / range.parts) * block_tokens;
+        task.key_end = std::min(range.key_end, (first_block + num_blocks * (p + 1) / range.parts) * block_tokens);
+        scratch.items.push_back({task, int64_t{rows} * (task.key_end - task.key_begin)});
+      }
+    }
+  }
+  CollectMerges(shape, sequences, scratch);
+
+  // Prefill: query tiles, each against every key up to its last token.
+  const int tile_tokens = std::max(1, kPrefillTileRows / group);
+  for (const PagedAttentionSequence& seq : sequences) {
+    if (seq.num_tokens <= kMaxDecodeTokens) continue;
+    AttendTask task = base;
+    task.kv = &seq.kv;
+    const int64_t first_position = seq.kv.length - seq.num_tokens;
     for (int64_t t0 = 0; t0 < seq.num_tokens; t0 += tile_tokens) {
       task.num_tokens = static_cast<int>(std::min<int64_t>(tile_tokens, seq.num_tokens - t0));
       task.q = seq.q + t0 * shape.num_heads * dim;
@@ -348,8 +544,9 @@ void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
   });
   if (scratch.merges.empty()) return;
   const std::vector<MergeItem>& merges = scratch.merges;
-  pool.ParallelFor(static_cast<int64_t>(merges.size()), 1, [&merges, &shape](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) MergeParts(shape, merges[i]);
+  const float* const* part_rows = scratch.part_rows.data();
+  pool.ParallelFor(static_cast<int64_t>(merges.size()), 1, [&merges, &shape, part_rows](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) MergeParts(shape, merges[i], part_rows + merges[i].first_part);
   });
 }
 

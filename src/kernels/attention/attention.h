@@ -4,7 +4,9 @@
 // with an online softmax, no full score matrix. Sequences with few new tokens
 // (decode) split their KV across threads when that keeps the threads busy
 // (split-KV), each part producing a partial softmax state that is merged
-// after. Everything runs on the given pool; scratch is reused across calls,
+// after. Decode sequences that share a prefix of KV blocks (parallel samples
+// of one prompt, SharedPrefixGroup) read that prefix once per KV head for all
+// of them. Everything runs on the given pool; scratch is reused across calls,
 // so steady decode allocates nothing. One caller at a time (the pool's rule).
 #pragma once
 
@@ -45,6 +47,36 @@ void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
                     std::span<const PagedAttentionSequence> sequences, ThreadPool& pool,
                     AttentionMath math = AttentionMath::kF32);
 
+// Decode sequences [first, first + count) of a call that share their first
+// prefix_tokens positions: the same block ids over block_table[0,
+// prefix_tokens / block_tokens) (parallel samples of one prompt). The shared
+// blocks are read once per KV head for all of them: the samples' query rows
+// (count x the GQA group) are stacked into one work item over keys [0,
+// prefix_tokens) (no key there is masked: every sample's position is at
+// least prefix_tokens - 1), cut into parts across threads as split-KV cuts a
+// long sequence; each sample attends to its own keys [prefix_tokens,
+// kv.length) as usual; per sample the parts merge by their log-sum-exp
+// weights. The outputs equal the ungrouped call's up to f32 summation order.
+// Requirements (TETRA_CHECK):
+//   - groups lie in [0, sequences.size()) and do not overlap;
+//   - each member has exactly one new token, and the members' q rows are back
+//     to back: sequences[first + i].q == sequences[first].q + i * num_heads *
+//     head_dim (true when the caller lays the group's tokens out together);
+//   - prefix_tokens is a multiple of the layer's block_tokens, at most every
+//     member's kv.length, and the members' block tables agree over it (so the
+//     prefix never includes an open block).
+// A group of count <= 1 or prefix_tokens 0 is attended as if ungrouped; the
+// outputs (`out`) may lie anywhere.
+struct SharedPrefixGroup {
+  int first = 0;  // index into sequences
+  int count = 0;
+  int64_t prefix_tokens = 0;
+};
+
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                    ThreadPool& pool, AttentionMath math = AttentionMath::kF32);
+
 // The instruction sets the tile kernel is built for; kBest is the fastest
 // this CPU runs for the math (for kF32 the avx512 build, for kInt8Scores the
 // avx512vnni one, when the CPU has them). The overload below pins one (tests
@@ -58,6 +90,9 @@ const char* AttentionIsaName(AttentionIsa isa);
 void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
                     std::span<const PagedAttentionSequence> sequences, ThreadPool& pool, AttentionIsa isa,
                     AttentionMath math = AttentionMath::kF32);
+void PagedAttention(const AttentionShape& shape, const KvLayerView& layer,
+                    std::span<const PagedAttentionSequence> sequences, std::span<const SharedPrefixGroup> groups,
+                    ThreadPool& pool, AttentionIsa isa, AttentionMath math = AttentionMath::kF32);
 
 // The split-KV plan for decode sequences (exposed for tests): how many parts
 // each sequence's KV is cut into, given the KV lengths and thread count.

@@ -12,7 +12,15 @@ namespace tetra::attention_internal {
 // One work item: the queries of `num_tokens` consecutive new tokens of one
 // sequence, all `group` q heads of KV head `kv_head`, against the keys
 // [key_begin, key_end) of the sequence (key_begin a multiple of
-// block_tokens), each token seeing only keys at or before its position.
+// block_tokens), each token seeing only keys at or before its position
+// (token t's position is first_position + t).
+//
+// A shared-prefix item (SharedPrefixGroup) stacks instead the one new token
+// of each of `num_tokens` sequences whose q rows lie back to back, over keys
+// [0, prefix_tokens) that all of them share; `kv` is the first sequence's
+// (the prefix is full blocks of every member), first_position is
+// prefix_tokens, past every key, so nothing is masked, and the rows always go
+// to `partial` (its row t * group + g is sequence t's q head g).
 struct AttendTask {
   const KvLayerView* layer = nullptr;
   const KvSequenceView* kv = nullptr;
