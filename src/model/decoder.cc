@@ -257,7 +257,7 @@ class Decoder : public Architecture {
                                                       seq.start_position + seq.num_tokens),
                                               &attn[first * q_size]};
       }
-      PagedAttention(shape, kv.layer(layer), sequences, pool, attention_math_);
+      PagedAttention(shape, kv.layer(layer), sequences, batch.shared_prefixes, pool, attention_math_);
       l.o.Apply(attn.data(), n, proj.data(), &ws.input, pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];
 

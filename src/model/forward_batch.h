@@ -14,6 +14,7 @@
 #include <span>
 
 #include "base/status.h"
+#include "kernels/attention/attention.h"  // SharedPrefixGroup
 #include "kvcache/block_pool.h"
 
 namespace tetra {
@@ -37,20 +38,15 @@ struct ForwardSequence {
   }
 };
 
-// Decode sequences whose KV starts with the same prefix_tokens positions (the
-// same full blocks): parallel samples of one prompt. Attention reads that
-// prefix once for the whole group. sequences[first, first + count), each
-// with one new token, laid out back to back.
-struct SharedPrefixGroup {
-  int first = 0;
-  int count = 0;
-  int64_t prefix_tokens = 0;  // a multiple of the block size
-};
+// Decode sequences whose KV starts with the same full blocks (parallel
+// samples of one prompt) are grouped by SharedPrefixGroup
+// (kernels/attention/attention.h): attention reads that prefix once for the
+// whole group.
 
 struct ForwardBatch {
   std::span<const int32_t> tokens;
   std::span<const ForwardSequence> sequences;
-  std::span<const SharedPrefixGroup> shared_prefixes;
+  std::span<const SharedPrefixGroup> shared_prefixes;  // groups of sequences, in order
   std::span<float> logits;  // [num_logit_rows(), vocab]
 
   int64_t num_logit_rows() const {
