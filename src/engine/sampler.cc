@@ -53,6 +53,8 @@ constexpr int kLevels = 3;
 constexpr float kLevelCut[kLevels] = {-12.0f, -24.0f, -48.0f};
 // The lowest level: every token with a finite scaled logit.
 constexpr float kAllTokens = -FLT_MAX;
+// Room for SelectTop's top logprobs without ties (and for reusing top-k's selection).
+constexpr int64_t kRawTopCapacity = 3 * kScan + 2 * kMaxTopLogprobs;
 // 2^t is 0 below this (float's normal range ends at 2^-126).
 constexpr float kExp2Floor = -125.0f;
 
@@ -165,23 +167,40 @@ TETRA_SAMPLER_CLONES int64_t FirstIndexOfMax(const float* x, int64_t n, float va
   return n;
 }
 
-// Sums 2^((x - m) * k) over the row, per block of kBlock tokens, into block_sums.
-TETRA_SAMPLER_CLONES void BlockSums(const float* x, int64_t n, float m, float k, double* block_sums) {
-  const V16 vk = Splat(k), vm = Splat(m);  // t = (x - m) * k: no overflow whatever the logits
+// One pass over the row for its largest value and its mass 2^((x - max) * k)
+// per block of kBlock tokens: each block's maximum first, then the block's
+// sum relative to it while the block is still in L1; block_max / block_sum
+// get those (block_sum on the block's own scale, see ToRowScale). Returns the
+// row's largest value (NaN ignored; -inf when none).
+TETRA_SAMPLER_CLONES float MaxAndBlockSums(const float* x, int64_t n, float k, float* block_max, float* block_sum) {
+  const V16 vk = Splat(k);
+  float row_max = kNegInf;
   for (int64_t begin = 0, block = 0; begin < n; begin += kBlock, ++block) {
     const int64_t end = std::min(n, begin + kBlock);
-    V16 s0{}, s1{};
+    V16 m0 = Splat(kNegInf), m1 = m0;
     int64_t i = begin;
     for (; i + 2 * kLanes <= end; i += 2 * kLanes) {
+      m0 = MaxV(Load(x + i), m0);
+      m1 = MaxV(Load(x + i + kLanes), m1);
+    }
+    for (; i < end; i += kLanes) m0 = MaxV(end - i >= kLanes ? Load(x + i) : LoadTail(x + i, end - i), m0);
+    const float bm = MaxLanes(MaxV(m0, m1));
+    // t = (x - bm) * k: no overflow whatever the logits; an all -inf block sums to 0 (NaN lanes).
+    const V16 vm = Splat(bm);
+    V16 s0{}, s1{};
+    for (i = begin; i + 2 * kLanes <= end; i += 2 * kLanes) {
       s0 += Exp2NonPositive((Load(x + i) - vm) * vk);
       s1 += Exp2NonPositive((Load(x + i + kLanes) - vm) * vk);
     }
     for (; i < end; i += kLanes) s0 += Exp2NonPositive(((end - i >= kLanes ? Load(x + i) : LoadTail(x + i, end - i)) - vm) * vk);
-    block_sums[block] = SumLanes(s0 + s1);
+    block_max[block] = bm;
+    block_sum[block] = static_cast<float>(SumLanes(s0 + s1));
+    row_max = std::max(row_max, bm);
   }
+  return row_max;
 }
 
-// 2^((x[i] - m) * k) for i in [0, n), into out (as BlockSums computes them).
+// 2^((x[i] - m) * k) for i in [0, n), into out.
 TETRA_SAMPLER_CLONES void ExpRow(const float* x, int64_t n, float m, float k, float* out) {
   const V16 vk = Splat(k), vm = Splat(m);
   for (int64_t i = 0; i < n; i += kLanes) {
@@ -310,6 +329,19 @@ double NextUniform(std::array<uint64_t, 4>& s) {
 
 bool InRange(float x, float lo, float hi) { return x >= lo && x <= hi; }  // NaN: false
 
+// The row's mass 2^((x - m) * k) per block from MaxAndBlockSums' output,
+// into sums (blocks entries); returns the total. scale_scratch: blocks floats.
+double ToRowScale(const float* block_max, const float* block_sum, int64_t blocks, float m, float k,
+                  float* scale_scratch, double* sums) {
+  ExpRow(block_max, blocks, m, k, scale_scratch);  // 2^((block max - row max) * k)
+  double total = 0.0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    sums[b] = static_cast<double>(block_sum[b]) * scale_scratch[b];
+    total += sums[b];
+  }
+  return total;
+}
+
 // Keeps the top-p set of c[0, n) at its front (in no particular order) and
 // returns its size: in Before order, each token whose predecessors' mass is
 // below top_p * total, `total` being the mass of the whole distribution. The
@@ -327,13 +359,26 @@ int64_t KeepTopP(Candidate* c, int64_t n, double total, float top_p, Candidate* 
   int64_t begin = 0, end = n;
   bool cut_some = false;  // tokens past `end` were dropped for reaching the target
   constexpr int kBuckets = 256;
-  while (true) {
-    const int64_t size = end - begin;
-    float lo = size > 0 ? c[begin].logit : 0.0f, hi = lo;
-    for (int64_t j = begin + 1; size > 64 && j < end; ++j) {
+  // The range of the undecided logits: measured once, then kept by the split.
+  float lo = n > 0 ? c[0].logit : 0.0f, hi = lo;
+  if (n > 64) {
+    float lo1 = lo, hi1 = hi;  // two chains: min / max latency, not throughput, is the limit
+    int64_t j = 1;
+    for (; j + 2 <= n; j += 2) {
+      lo = std::min(lo, c[j].logit);
+      hi = std::max(hi, c[j].logit);
+      lo1 = std::min(lo1, c[j + 1].logit);
+      hi1 = std::max(hi1, c[j + 1].logit);
+    }
+    for (; j < n; ++j) {
       lo = std::min(lo, c[j].logit);
       hi = std::max(hi, c[j].logit);
     }
+    lo = std::min(lo, lo1);
+    hi = std::max(hi, hi1);
+  }
+  while (true) {
+    const int64_t size = end - begin;
     // Logits are <= 0 and finite here, so hi - lo is too. Float operations
     // are monotonic: a larger logit never lands in a lower bucket.
     const float scale = static_cast<float>(kBuckets) / (hi - lo);
@@ -389,19 +434,28 @@ int64_t KeepTopP(Candidate* c, int64_t n, double total, float top_p, Candidate* 
       return end;
     }
     // Above the crossing bucket: kept, compacted in place; in it: spilled,
-    // then put right after; below: dropped.
+    // then put right after; below: dropped. Branch-free (which way a logit
+    // goes is a coin toss when many share the distribution's middle); the
+    // spilled range's min and max come along for the next round.
     int64_t kept = begin, spilled = 0;
+    bool dropped = false;
+    float next_lo = hi, next_hi = lo;
     for (int64_t i = begin; i < end; ++i) {
-      const int b = bucket(c[i].logit);
-      if (b > crossing) {
-        c[kept++] = c[i];
-      } else if (b == crossing) {
-        spill[spilled++] = c[i];
-      } else {
-        cut_some = true;
-      }
+      const Candidate x = c[i];
+      const int b = bucket(x.logit);
+      c[kept] = x;  // kept <= i: c[i] is already read
+      spill[spilled] = x;
+      const bool in = b == crossing;
+      kept += b > crossing;
+      spilled += in;
+      dropped |= b < crossing;
+      next_lo = in ? std::min(next_lo, x.logit) : next_lo;
+      next_hi = in ? std::max(next_hi, x.logit) : next_hi;
     }
+    cut_some = cut_some || dropped;
     std::copy(spill, spill + spilled, c + kept);
+    lo = next_lo;
+    hi = next_hi;
     before = above;
     // Nothing kept yet (begin stays 0): the first token is in the crossing bucket, kept there.
     begin = kept;
@@ -433,6 +487,9 @@ struct SequenceSampler::Draw {
   float row_max = 0.0f;
   float sums_scale = 0.0f;
   double sums_total = 0.0;
+  // Top-k's selection (raw values) copied to scratch.raw_top when it holds
+  // the top_logprobs best: their count, or -1.
+  int64_t saved_top = -1;
 };
 
 Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size) {
@@ -606,6 +663,12 @@ void SequenceSampler::BuildDraw(const float* row, int64_t vocab, SamplerScratch&
     float m = c[0].logit;
     for (int64_t j = 1; j < n; ++j) m = std::max(m, c[j].logit);
     draw.row_max = m;  // the row's largest is among its top k
+    if (p.top_logprobs > 0 && p.top_logprobs <= p.top_k && n <= kRawTopCapacity) {
+      // Every token >= the k-th value: the top_logprobs best are among them (if this row is the raw one).
+      if (scratch.raw_top.size() < static_cast<size_t>(kRawTopCapacity)) scratch.raw_top.resize(kRawTopCapacity);
+      std::copy(c, c + n, scratch.raw_top.data());
+      draw.saved_top = n;
+    }
     if (m == kPosInf) {
       n = std::remove_if(c, c + n, [](const Candidate& x) { return x.logit != kPosInf; }) - c;
       for (int64_t j = 0; j < n; ++j) c[j] = Candidate{0.0f, 1.0f, c[j].id};
@@ -615,19 +678,23 @@ void SequenceSampler::BuildDraw(const float* row, int64_t vocab, SamplerScratch&
     }
     for (int64_t j = 0; j < n; ++j) total += c[j].weight;
   } else {
-    const float m = RowMax(row, vocab);
+    // Top-p and unfiltered sampling need the row's mass: one pass gives it
+    // with the maximum. Min-p alone needs only the maximum.
+    const bool need_mass = p.top_p < 1.0f || p.min_p <= 0.0f;
+    const int64_t blocks = (vocab + kBlock - 1) / kBlock;
+    if (need_mass) scratch.ReserveBlocks(blocks);
+    const float m = need_mass ? MaxAndBlockSums(row, vocab, scale, scratch.block_max.data(), scratch.block_rel.data())
+                              : RowMax(row, vocab);
     if (m == kNegInf) return;
     draw.row_max = m;
-    const int64_t blocks = (vocab + kBlock - 1) / kBlock;
     if (m == kPosInf) {
       n = CollectInfinite(row, vocab, c);
       total = static_cast<double>(n);
     } else if (p.top_p < 1.0f) {
-      // The whole row's mass; collect above the first level and go lower
-      // while the nucleus reaches past what was collected.
-      if (scratch.block_sums.size() < static_cast<size_t>(blocks)) scratch.block_sums.resize(static_cast<size_t>(blocks));
-      BlockSums(row, vocab, m, scale, scratch.block_sums.data());
-      for (int64_t b = 0; b < blocks; ++b) total += scratch.block_sums[b];
+      // Collect above the first level and go lower while the nucleus reaches
+      // past what was collected.
+      total = ToRowScale(scratch.block_max.data(), scratch.block_rel.data(), blocks, m, scale,
+                         scratch.block_scale.data(), scratch.block_sums.data());
       draw.sums_scale = scale;
       draw.sums_total = total;
       for (int level = 0;; ++level) {
@@ -649,10 +716,9 @@ void SequenceSampler::BuildDraw(const float* row, int64_t vocab, SamplerScratch&
       WeighCandidates(c, n);
     } else {
       // No filter: sample the whole row by block masses.
-      if (scratch.block_sums.size() < static_cast<size_t>(blocks)) scratch.block_sums.resize(static_cast<size_t>(blocks));
-      BlockSums(row, vocab, m, scale, scratch.block_sums.data());
       draw.kind = Draw::kFullRow;
-      for (int64_t b = 0; b < blocks; ++b) draw.total += scratch.block_sums[b];
+      draw.total = ToRowScale(scratch.block_max.data(), scratch.block_rel.data(), blocks, m, scale,
+                              scratch.block_scale.data(), scratch.block_sums.data());
       draw.sums_scale = scale;
       draw.sums_total = draw.total;
       draw.row = row;
@@ -735,8 +801,20 @@ SampleResult SequenceSampler::Sample(const float* logits, int64_t vocab, Sampler
     // row sampled from is the raw one: its maximum (and at temperature 1 its
     // mass) are known already.
     const bool raw = row == logits && draw.kind != Draw::kInvalid;
-    const float m = raw ? draw.row_max : RowMax(logits, vocab);
     const int k = params_.top_logprobs;
+    const int64_t blocks = (vocab + kBlock - 1) / kBlock;
+    float m = draw.row_max;
+    double z = draw.sums_total;
+    if (!raw || (std::isfinite(m) && draw.sums_scale != kLog2e)) {
+      // The sampling draw above is finished with the block arrays.
+      scratch.ReserveBlocks(blocks);
+      m = vocab > 0 ? MaxAndBlockSums(logits, vocab, kLog2e, scratch.block_max.data(), scratch.block_rel.data())
+                    : kNegInf;
+      if (std::isfinite(m)) {
+        z = ToRowScale(scratch.block_max.data(), scratch.block_rel.data(), blocks, m, kLog2e,
+                       scratch.block_scale.data(), scratch.block_sums.data());
+      }
+    }
     if (vocab <= 0 || m == kNegInf) {
       result.logprob = kNegInf;
     } else if (m == kPosInf) {
@@ -747,27 +825,22 @@ SampleResult SequenceSampler::Sample(const float* logits, int64_t vocab, Sampler
       result.num_top = static_cast<int>(std::min<int64_t>(k, count));
       for (int j = 0; j < result.num_top; ++j) result.top_storage[j] = {scratch.candidates[j].id, each};
     } else {
-      const int64_t blocks = (vocab + kBlock - 1) / kBlock;
-      if (scratch.block_sums.size() < static_cast<size_t>(blocks)) scratch.block_sums.resize(static_cast<size_t>(blocks));
-      double z = 0.0;
-      if (raw && draw.sums_scale == kLog2e) {
-        z = draw.sums_total;
-      } else {
-        // The sampling draw above is finished with block_sums.
-        BlockSums(logits, vocab, m, kLog2e, scratch.block_sums.data());
-        for (int64_t b = 0; b < blocks; ++b) z += scratch.block_sums[b];
-      }
       const double log_z = std::log(z);
       auto logprob = [&](float x) {
         return x >= -FLT_MAX ? static_cast<float>(static_cast<double>(x - m) - log_z) : kNegInf;
       };
       result.logprob = logprob(logits[result.token]);
       if (k > 0) {
-        constexpr int64_t kCapacity = 3 * kScan + 2 * kMaxTopLogprobs;  // SelectTop's need without ties
-        if (scratch.raw_top.size() < static_cast<size_t>(kCapacity)) scratch.raw_top.resize(kCapacity);
+        if (scratch.raw_top.size() < static_cast<size_t>(kRawTopCapacity)) scratch.raw_top.resize(kRawTopCapacity);
         Candidate* top = scratch.raw_top.data();
-        const int64_t count = SelectTop(logits, vocab, k, /*keep_ties=*/false, top, kCapacity);
-        std::sort(top, top + count, Before);
+        int64_t count = 0;
+        if (raw && draw.saved_top >= 0) {  // top-k already selected them from this row
+          count = std::min<int64_t>(k, draw.saved_top);
+          std::partial_sort(top, top + count, top + draw.saved_top, Before);
+        } else {
+          count = SelectTop(logits, vocab, k, /*keep_ties=*/false, top, kRawTopCapacity);
+          std::sort(top, top + count, Before);
+        }
         result.num_top = static_cast<int>(count);
         for (int64_t j = 0; j < count; ++j) result.top_storage[j] = {top[j].id, logprob(top[j].logit)};
       }

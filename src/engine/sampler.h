@@ -135,7 +135,17 @@ class SamplerScratch {
   std::vector<Candidate> candidates;   // survivors of the threshold passes
   std::vector<Candidate> spill;        // top-p's undecided bucket
   std::vector<Candidate> raw_top;      // top logprobs selection
-  std::vector<double> block_sums;      // unfiltered sampling: mass per block of the row
+  // Mass of the row per block (sampler.cc's kBlock tokens): each block's
+  // maximum, its mass relative to it, the factor to the row's scale, the mass.
+  std::vector<float> block_max, block_rel, block_scale;
+  std::vector<double> block_sums;
+  void ReserveBlocks(int64_t blocks) {
+    if (block_sums.size() >= static_cast<size_t>(blocks)) return;
+    block_max.resize(static_cast<size_t>(blocks));
+    block_rel.resize(static_cast<size_t>(blocks));
+    block_scale.resize(static_cast<size_t>(blocks));
+    block_sums.resize(static_cast<size_t>(blocks));
+  }
 };
 
 // Samples one sequence (one of a request's parallel samples). Not thread-safe;
