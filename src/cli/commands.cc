@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
-#include <random>
 
 #include "base/cpu_features.h"
 #include "base/logging.h"
@@ -118,9 +117,21 @@ void AddGenerateCommand(CLI::App& app, GenerateFlags& f) {
   cmd->add_option("-m,--model", f.model, "GGUF file or HF directory (default: the embedded default model)");
   cmd->add_option("-p,--prompt", f.prompt, "The prompt")->required();
   cmd->add_option("-n,--max-tokens", f.max_new_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--temperature", f.temperature, "0 for greedy")->check(CLI::Range(0.0f, 100.0f));
-  cmd->add_option("--top-k", f.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 30));
-  cmd->add_option("--top-p", f.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--temperature", f.temperature, "0 for greedy (default 0.8)")->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", f.top_k, "Keep the k most likely tokens (0: all; default 40)")->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling mass in (0, 1] (1: off; default 0.95)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--min-p", f.min_p, "Keep tokens with p >= min_p * p_max, in [0, 1] (default 0: off)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--repetition-penalty", f.repetition_penalty,
+                  "Divide positive / multiply negative logits of prompt and generated tokens, in (0, 10] (default 1: off)")
+      ->check(CLI::Range(0.0f, 10.0f));
+  cmd->add_option("--presence-penalty", f.presence_penalty,
+                  "Subtract from the logit of every generated token, in [-2, 2] (default 0)")
+      ->check(CLI::Range(-2.0f, 2.0f));
+  cmd->add_option("--frequency-penalty", f.frequency_penalty,
+                  "Subtract per occurrence in the generated text, in [-2, 2] (default 0)")
+      ->check(CLI::Range(-2.0f, 2.0f));
   cmd->add_option("--seed", f.seed, "Random seed (default: random)")->check(CLI::Range(int64_t{-1}, INT64_MAX));
   cmd->add_flag("--chat", f.chat, "Apply the model's chat template to the prompt as a user message");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
@@ -157,9 +168,16 @@ int RunGenerate(const GenerateFlags& f) {
   options.sampling.temperature = f.temperature;
   options.sampling.top_k = f.top_k;
   options.sampling.top_p = f.top_p;
-  options.sampling.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  options.sampling.min_p = f.min_p;
+  options.sampling.repetition_penalty = f.repetition_penalty;
+  options.sampling.presence_penalty = f.presence_penalty;
+  options.sampling.frequency_penalty = f.frequency_penalty;
+  if (f.seed >= 0) options.sampling.seed = static_cast<uint64_t>(f.seed);  // else a random one
   // Refuse what cannot run before echoing anything.
   if (Status s = CheckRequest(model.config(), prompt, f.max_new_tokens); !s.ok()) return Fail(s.message());
+  if (Status s = ValidateSamplingParams(options.sampling, model.config().vocab_size); !s.ok()) {
+    return Fail(s.message());
+  }
   if (!f.chat) {
     std::fputs(f.prompt.c_str(), stdout);
     std::fflush(stdout);

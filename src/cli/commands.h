@@ -47,6 +47,10 @@ struct GenerateFlags {
   float temperature = 0.8f;
   int top_k = 40;
   float top_p = 0.95f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   int64_t seed = -1;  // -1: random
   bool chat = false;
   int threads = 0;

@@ -312,7 +312,8 @@ class EngineImpl : public Engine {
         const int32_t token = event.sample.token;
         sample->tokens.push_back(token);
         if (state.params.sampling.top_logprobs >= 0) {
-          sample->logprobs.push_back({token, event.sample.logprob, event.sample.top});
+          const std::span<const TokenLogprob> top = event.sample.top();
+          sample->logprobs.push_back({token, event.sample.logprob, {top.begin(), top.end()}});
         }
         std::string matched;
         sample->text += text.Push(token, &matched);

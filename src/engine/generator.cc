@@ -43,6 +43,7 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
                                   const std::function<void(std::string_view)>& on_text) {
   const ModelConfig& c = model.config();
   TETRA_RETURN_IF_ERROR(CheckRequest(c, prompt, options.max_new_tokens));
+  TETRA_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling, c.vocab_size));
   GenerateResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   // Room for the whole request up front: a sequence of its own never waits for blocks.
@@ -54,7 +55,8 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
     return session.Forward(std::span<const Session::Step>(&step, 1),
                            std::span<float>(logits.data(), rows == LogitsRows::kNone ? 0 : logits.size()), pool);
   };
-  Sampler sampler(options.sampling);
+  SequenceSampler sampler(options.sampling, /*stream=*/0, prompt);
+  SamplerScratch scratch;
   StreamingDecoder decoder(*model.tokenizer, /*skip_special=*/true);
 
   auto start = std::chrono::steady_clock::now();
@@ -69,7 +71,11 @@ StatusOr<GenerateResult> Generate(Model& model, std::span<const int32_t> prompt,
 
   const auto& stop_ids = model.tokenizer->stop_ids();
   for (int i = 0; i < options.max_new_tokens; ++i) {
-    const int32_t next = sampler.Sample(logits.data(), c.vocab_size);
+    const SampleResult sampled = sampler.Sample(logits.data(), c.vocab_size, scratch);
+    if (sampled.logits_were_all_invalid) {
+      return Status::Errorf("the model's logits at generated token {} are all NaN or -inf", i);
+    }
+    const int32_t next = sampled.token;
     if (options.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       result.stopped_at_eos = true;
       break;

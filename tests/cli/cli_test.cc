@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <string>
@@ -68,6 +69,31 @@ TEST(CliTest, EveryKvCacheTypeGenerates) {
                            "--weights w4a8 --kv-cache fp8 --attention-math " + math);
     EXPECT_EQ(r.exit_code, 0) << math << ": " << r.output;
     EXPECT_NE(r.output.find("generation: "), std::string::npos) << math << ": " << r.output;
+  }
+}
+
+// Every sampling flag on a fixture model: runs, and the same seed gives the same text.
+TEST(CliTest, SamplingFlagsGenerateReproducibly) {
+  const std::string model = testing::FixturePath("models/qwen3_moe/model-f32.gguf");
+  const std::string args = "generate -m " + model +
+                           " -p 'one two three' -n 10 --temperature 0.9 --top-k 0 --top-p 0.9 --min-p 0.05 "
+                           "--repetition-penalty 1.2 --presence-penalty 0.5 --frequency-penalty -0.5 --seed 11";
+  RunResult a = RunTetra(args);
+  RunResult b = RunTetra(args);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt: ")); };
+  EXPECT_EQ(text(a.output), text(b.output));
+  // Values out of range: one line naming the option or the field.
+  for (const char* flags : {"--top-p 0", "--top-p 1.5", "--min-p 2", "--repetition-penalty 0",
+                            "--repetition-penalty 11", "--presence-penalty 3", "--frequency-penalty -2.5"}) {
+    RunResult r = RunTetra("generate -m " + model + " -p hi -n 2 " + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_EQ(CountLines(r.output), 1) << flags << ": " << r.output;
+    const std::string flag = std::string(flags).substr(2, std::string(flags).find(' ') - 2);  // "top-p"
+    std::string field = flag;
+    std::replace(field.begin(), field.end(), '-', '_');  // "top_p"
+    EXPECT_TRUE(r.output.find(flag) != std::string::npos || r.output.find(field) != std::string::npos)
+        << flags << ": " << r.output;
   }
 }
 
