@@ -211,6 +211,38 @@ TEST(EngineTest, ParallelSamplesShareThePromptAndEachFinish) {
   ExpectIdle(**engine);
 }
 
+// A seeded request samples the same tokens alone and among others, and its
+// parallel samples are distinct streams, the same from run to run.
+TEST(EngineTest, SeededSamplingIsTheSameWhateverElseRuns) {
+  std::unique_ptr<Model> model = Load("qwen3_moe");
+  ASSERT_NE(model, nullptr);
+  const int64_t vocab = model->config().vocab_size;
+  auto engine = CreateEngine(*model, Options(true));
+  ASSERT_TRUE(engine.ok());
+  EngineRequest r = Greedy(Prompt(15, 21, vocab), 20);
+  r.sampling.temperature = 1.0f;
+  r.sampling.top_p = 0.95f;
+  r.sampling.seed = 77;
+  r.n = 3;
+  Collector alone;
+  ASSERT_TRUE((*engine)->Submit(r, alone.Callback()).ok());
+  alone.Wait();
+  std::vector<std::unique_ptr<Collector>> others;
+  Collector busy;
+  for (int i = 0; i < 10; ++i) {
+    EngineRequest other = Greedy(Prompt(5 + 3 * i, 100 + i, vocab), 25);
+    other.sampling.temperature = 0.9f;
+    others.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE((*engine)->Submit(other, others.back()->Callback()).ok());
+    if (i == 4) ASSERT_TRUE((*engine)->Submit(r, busy.Callback()).ok());
+  }
+  busy.Wait();
+  for (auto& c : others) c->Wait();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(busy.tokens[i], alone.tokens[i]) << "sample " << i;
+  EXPECT_NE(alone.tokens[0], alone.tokens[1]);
+  ExpectIdle(**engine);
+}
+
 TEST(EngineTest, ASecondRequestWithTheSamePromptHitsThePrefixCache) {
   std::unique_ptr<Model> model = Load("llama");
   ASSERT_NE(model, nullptr);
