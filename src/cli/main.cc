@@ -9,6 +9,7 @@
 #include "cli/bench.h"
 #include "cli/commands.h"
 #include "cli/quantize.h"
+#include "cli/serve.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"tetra: an inference server for Mixture-of-Experts language models"};
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
+  tetra::cli::ServeFlags serve;
+  tetra::cli::AddServeCommand(app, serve);
   tetra::cli::GenerateFlags generate;
   tetra::cli::AddGenerateCommand(app, generate);
   tetra::cli::InfoFlags info;
@@ -41,6 +44,7 @@ int main(int argc, char** argv) {
   tetra::InitLogging(log_level);
 
   int code = 2;
+  if (app.got_subcommand("serve")) code = tetra::cli::RunServe(serve);
   if (app.got_subcommand("generate")) code = tetra::cli::RunGenerate(generate);
   if (app.got_subcommand("info")) code = tetra::cli::RunInfo(info);
   if (app.got_subcommand("tokenize")) code = tetra::cli::RunTokenize(tokenize);

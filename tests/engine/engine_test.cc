@@ -59,7 +59,7 @@ struct Collector {
 
 std::unique_ptr<Model> Load(const std::string& name, WeightFormat format = WeightFormat::kReference) {
   auto model = LoadModel(testing::FixturePath("models/" + name + "/model-f32.gguf"),
-                         LoadOptions{.weights = format, .kv_block_tokens = 4});
+                         LoadOptions{.weights = format, .pool = nullptr, .kv_dtype = {}, .kv_block_tokens = 4});
   EXPECT_TRUE(model.ok()) << model.status().message();
   return model.ok() ? std::move(model).value() : nullptr;
 }
@@ -234,7 +234,9 @@ TEST(EngineTest, SeededSamplingIsTheSameWhateverElseRuns) {
     other.sampling.temperature = 0.9f;
     others.push_back(std::make_unique<Collector>());
     ASSERT_TRUE((*engine)->Submit(other, others.back()->Callback()).ok());
-    if (i == 4) ASSERT_TRUE((*engine)->Submit(r, busy.Callback()).ok());
+    if (i == 4) {
+      ASSERT_TRUE((*engine)->Submit(r, busy.Callback()).ok());
+    }
   }
   busy.Wait();
   for (auto& c : others) c->Wait();

@@ -171,7 +171,9 @@ TEST_F(SchedulerTest, OneRequestMatchesTheOracle) {
     RunAll(depth);
     ExpectMatchesOracle();
     ExpectEverythingFree();
-    if (depth == 2) EXPECT_GT(runner_->placeholders_seen(), 0);
+    if (depth == 2) {
+      EXPECT_GT(runner_->placeholders_seen(), 0);
+    }
     params_.clear();
     outputs_.clear();
   }

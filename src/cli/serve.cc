@@ -1,0 +1,154 @@
+#include "cli/serve.h"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "base/logging.h"
+#include "engine/engine.h"
+#include "serving/http_server.h"
+#include "serving/server.h"
+
+namespace tetra::cli {
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "tetra: %s\n", message.c_str());
+  return 1;
+}
+
+// Each connection is a descriptor: allow as many as the hard limit lets.
+void RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+std::string DefaultServedName(const std::string& path) {
+  std::filesystem::path p(path);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // a directory given with a trailing '/'
+  std::string name = p.filename().string();
+  if (name.size() > 5 && name.ends_with(".gguf")) name.resize(name.size() - 5);
+  return name.empty() ? "tetra" : name;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, ServeFlags& f) {
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the model over an OpenAI-compatible HTTP API, with a chat page at /");
+  cmd->add_option("-m,--model", f.model, "GGUF file or HF directory (default: the embedded default model)");
+  cmd->add_option("--host", f.host, "Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)");
+  cmd->add_option("--port", f.port, "Port (default 8080; 0: any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", f.api_key, "Require Authorization: Bearer KEY on /v1/* (default: $TETRA_API_KEY, else none)")
+      ->envname("TETRA_API_KEY");
+  cmd->add_option("--served-model-name", f.served_model_name,
+                  "The model's name in the API (default: the file name without .gguf)");
+  cmd->add_option("-t,--threads", f.threads, "Kernel threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--max-num-seqs", f.max_num_seqs, "Sequences decoded together at most (default 64)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-step-tokens", f.max_step_tokens,
+                  "Tokens per step: decodes plus prefill chunks (default 512)")
+      ->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--kv-cache-gib", f.kv_cache_gib,
+                  "KV-cache pool size in GiB (default: room for max-num-seqs full contexts, at most 1/4 of RAM)")
+      ->check(CLI::Range(0.0, 65536.0));
+  cmd->add_option("--max-connections", f.max_connections, "Open connections at most; more get 503 (default 1024)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--max-body-mib", f.max_body_mib, "Largest request body in MiB; larger get 413 (default 32)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--drain-timeout", f.drain_timeout,
+                  "On SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)")
+      ->check(CLI::Range(0.0, 3600.0));
+  cmd->add_flag("--no-prefix-caching", f.no_prefix_caching, "Do not reuse the KV of prompts' common prefixes");
+  AddPrecisionOptions(cmd, f.precision);
+}
+
+int RunServe(const ServeFlags& f) {
+  // Signals are taken by sigwait below: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  RaiseFileLimit();
+
+  const std::string model_path = f.model.empty() ? DefaultModelPath() : f.model;
+  serving::ServerOptions server_options;
+  server_options.served_model_name = f.served_model_name.empty() ? DefaultServedName(model_path) : f.served_model_name;
+  server_options.api_key = f.api_key;
+  serving::OpenAiServer api(server_options);
+
+  serving::HttpServerOptions http_options;
+  http_options.host = f.host;
+  http_options.port = f.port;
+  http_options.max_connections = f.max_connections;
+  http_options.max_body_bytes = static_cast<size_t>(f.max_body_mib) << 20;
+  serving::HttpServer http(http_options, [&api](serving::HttpRequest&& request, std::shared_ptr<serving::HttpExchange> exchange) {
+    api.Handle(std::move(request), std::move(exchange));
+  });
+  if (Status s = http.Listen(); !s.ok()) return Fail(s.message());
+  std::thread io([&http] { http.Run(); });
+  auto stop_io = [&] {
+    http.StopAccepting();
+    http.Stop(5);
+    io.join();
+  };
+
+  auto loaded = LoadForCommand(f.model, f.precision, nullptr);
+  if (!loaded.ok()) {
+    stop_io();
+    return Fail(loaded.status().message());
+  }
+  const Model& model = **loaded;
+  EngineOptions engine_options;
+  engine_options.num_threads = f.threads;
+  engine_options.max_num_sequences = f.max_num_seqs;
+  engine_options.max_step_tokens = f.max_step_tokens;
+  engine_options.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * (1ull << 30));
+  engine_options.enable_prefix_caching = !f.no_prefix_caching;
+  auto engine = CreateEngine(model, engine_options);
+  if (!engine.ok()) {
+    stop_io();
+    return Fail(engine.status().message());
+  }
+  api.Attach(engine->get());
+
+  const std::string shown_host = f.host == "0.0.0.0" || f.host == "::" ? "127.0.0.1" : f.host;
+  const std::string url = fmt::format("http://{}:{}", shown_host.find(':') != std::string::npos ? "[" + shown_host + "]" : shown_host, http.port());
+  const std::string auth = f.api_key.empty() ? "" : " -H 'Authorization: Bearer $TETRA_API_KEY'";
+  fmt::print(stderr,
+             "tetra serve: {} on {}:{} ({} weights, {} KV cache, {} threads)\n"
+             "  chat page:  {}/\n"
+             "  try:        curl -s {}/v1/chat/completions{} -H 'Content-Type: application/json' \\\n"
+             "                -d '{{\"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}], \"max_tokens\": 64}}'\n"
+             "  stop:       Ctrl-C (finishes the requests in flight)\n",
+             server_options.served_model_name, f.host, http.port(), f.precision.weights, KvCacheName(f.precision),
+             f.threads > 0 ? fmt::format("{}", f.threads) : "all", url, url, auth);
+  std::fflush(stderr);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  fmt::print(stderr, "tetra serve: {}: finishing {} request(s) in flight, then exiting\n",
+             signal_number == SIGINT ? "SIGINT" : "SIGTERM", api.calls_in_flight());
+  api.StopTakingRequests();
+  http.StopAccepting();
+  if (!api.WaitForCalls(f.drain_timeout)) {
+    TETRA_LOG_WARN("{} request(s) still running after {} s: cancelling them", api.calls_in_flight(), f.drain_timeout);
+  }
+  (*engine)->Shutdown();  // cancels what is left; each call gets its last update
+  api.WaitForCalls(5);
+  http.Stop(5);
+  io.join();
+  return 0;
+}
+
+}  // namespace tetra::cli
