@@ -126,7 +126,9 @@ def client(server):
 
 
 def run_generate(*args):
-    """`tetra generate` output (stdout only: the text)."""
+    """`tetra generate`'s stdout (the prompt, unless --chat, then the text) without its final newline."""
     out = subprocess.run([TETRA, "generate", *args], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode(errors="replace")
-    return out.stdout.decode()
+    text = out.stdout.decode()
+    assert text.endswith("\n"), text
+    return text[:-1]
