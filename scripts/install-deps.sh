@@ -7,8 +7,10 @@ packages=(
   build-essential cmake pkg-config ccache git
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libboost-dev  # Boost.Beast/Asio: the HTTP server
   python3 python3-pip python3-venv unzip
   clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
+  chromium chromium-driver fonts-dejavu-core  # the chat page's test in a headless browser
 )
 
 missing=()
