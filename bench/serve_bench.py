@@ -88,9 +88,10 @@ class Server:
 
 async def one_request(client, url, prompt, max_tokens):
     """Streams one completion: (ttft, [inter-token gaps], tokens)."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True}
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
+            "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    last, ttft, gaps, tokens = None, None, [], 0
+    last, ttft, gaps, tokens, counted = None, None, [], 0, None
     async with client.stream("POST", url, json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{r.status_code}: {(await r.aread())[:200]}")
@@ -98,18 +99,21 @@ async def one_request(client, url, prompt, max_tokens):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
+            usage = chunk.get("usage")
+            if usage:
+                counted = usage["completion_tokens"]  # the server's own count, when it sends one
             if not chunk.get("choices"):
                 continue
             now = time.perf_counter()
-            # One chunk per token (both servers stream token by token); an
-            # empty text is a token that completes no character yet.
+            # About one chunk per token (a token that completes no character
+            # yet may send none); the usage chunk gives the exact count.
             tokens += 1
             if ttft is None:
                 ttft = now - start
             else:
                 gaps.append(now - last)
             last = now
-    return ttft, gaps, tokens
+    return ttft, gaps, counted if counted is not None else tokens
 
 
 async def run_level(base, prompts, concurrency, max_tokens):
