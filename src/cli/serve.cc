@@ -57,6 +57,10 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
   cmd->add_option("--max-step-tokens", f.max_step_tokens,
                   "Tokens per step: decodes plus prefill chunks (default 512)")
       ->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--max-prefill-with-decodes", f.max_prefill_with_decodes,
+                  "Prompt tokens a step carries while other requests decode: shorter keeps their inter-token "
+                  "latency low, longer gives new requests their first token sooner (default 128; 0: max-step-tokens)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--kv-cache-gib", f.kv_cache_gib,
                   "KV-cache pool size in GiB (default: room for max-num-seqs full contexts, at most 1/4 of RAM)")
       ->check(CLI::Range(0.0, 65536.0));
@@ -113,6 +117,7 @@ int RunServe(const ServeFlags& f) {
   engine_options.num_threads = f.threads;
   engine_options.max_num_sequences = f.max_num_seqs;
   engine_options.max_step_tokens = f.max_step_tokens;
+  engine_options.max_prefill_tokens_with_decodes = f.max_prefill_with_decodes;
   engine_options.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * (1ull << 30));
   engine_options.enable_prefix_caching = !f.no_prefix_caching;
   auto engine = CreateEngine(model, engine_options);

@@ -151,6 +151,7 @@ class EngineImpl : public Engine {
     SchedulerOptions s;
     s.max_num_sequences = options.max_num_sequences;
     s.max_step_tokens = options.max_step_tokens;
+    s.max_prefill_tokens_with_decodes = options.max_prefill_tokens_with_decodes;
     s.num_kv_blocks = num_blocks;
     s.kv_block_tokens = model.kv_cache.block_tokens;
     s.enable_prefix_caching = options.enable_prefix_caching;

@@ -89,6 +89,10 @@ struct EngineOptions {
   int num_threads = 0;              // kernel threads; 0 = one per core
   int max_num_sequences = 64;       // sequences running at once (a batch's rows)
   int max_step_tokens = 512;        // tokens per step: decodes + prefill chunks
+  // Prompt tokens a step carries while sequences decode (a step's time is
+  // their inter-token gap); steps without decodes take max_step_tokens.
+  // 0: max_step_tokens always.
+  int max_prefill_tokens_with_decodes = 128;
   int64_t kv_cache_bytes = 0;       // KV pool size; 0 = room for max_num_sequences full contexts, capped at 1/4 of RAM
   int max_waiting_requests = 4096;  // Submit refuses more (kResourceExhausted)
   bool enable_prefix_caching = true;

@@ -169,6 +169,17 @@ Scheduler::Work Scheduler::WorkOf(const Sequence& seq, int64_t budget) const {
   return work;
 }
 
+void Scheduler::LimitChunk(int64_t limit, Work* work) {
+  if (work->count <= 1 || work->is_placeholder || work->count <= limit) return;
+  work->count = std::max<int64_t>(limit, 0);
+  work->samples = false;  // a shorter chunk does not reach the end of what is known
+}
+
+bool Scheduler::IsDecoding(const Sequence& seq) {
+  const int64_t uncomputed = static_cast<int64_t>(seq.tokens.size()) - seq.num_computed;
+  return (seq.num_generated() > 0 || seq.num_pending_samples > 0) && uncomputed <= 1;
+}
+
 void Scheduler::Preempt(Sequence& seq) {
   DropOpsInto(seq.kv.slot);
   kv_.Free(seq.kv);
@@ -262,8 +273,9 @@ void Scheduler::AddToPlan(Sequence& seq, const Work& work, StepPlan* plan) {
   ++seq.num_pending_samples;
 }
 
-int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, StepPlan* plan) {
+int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan) {
   Work work = WorkOf(seq, budget);
+  LimitChunk(chunk_limit, &work);
   if (work.count == 0) return 0;
   Request& request = *seq.request;
   if (!ReserveOrPreempt(seq, work.count)) return -1;
@@ -285,6 +297,13 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
   plan->Clear();
   plan->step_id = next_step_id_++;
   int64_t budget = options_.max_step_tokens;
+  // Chunks beside decodes are held short: the step's time is every decoding
+  // stream's inter-token gap.
+  int64_t chunk_budget = budget;
+  if (options_.max_prefill_tokens_with_decodes > 0 &&
+      std::any_of(running_.begin(), running_.end(), [](const Sequence* s) { return IsDecoding(*s); })) {
+    chunk_budget = options_.max_prefill_tokens_with_decodes;
+  }
   // 1. The running set, in order; a sequence is planned at most once a step.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& seq = *running_[i];
@@ -292,9 +311,11 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
       ++i;
       continue;
     }
-    const int64_t used = TryPlan(seq, budget, plan);
+    const bool decode = IsDecoding(seq);
+    const int64_t used = TryPlan(seq, budget, decode ? budget : chunk_budget, plan);
     if (used < 0) continue;  // seq itself was preempted: running_[i] is the next one
     budget -= used;
+    if (!decode) chunk_budget -= used;
     ++i;
   }
   // 2. The waiting queue, head first, never skipping the head.
@@ -308,7 +329,8 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
         request.cached_prompt_tokens = std::min<int64_t>(seq.num_computed, seq.num_prompt_tokens());
       }
     }
-    const Work work = WorkOf(seq, budget);
+    Work work = WorkOf(seq, budget);
+    LimitChunk(chunk_budget, &work);
     // Room for this chunk, and a block of headroom for every running
     // sequence's next step (when nothing runs, just the chunk).
     const int needed = kv_.BlocksToReserve(seq.kv, seq.num_computed + work.count);
@@ -322,9 +344,10 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
     seq.state = Sequence::State::kRunning;
     running_.insert(std::upper_bound(running_.begin(), running_.end(), &seq, RunsBefore), &seq);
     if (!request.first_scheduled_time) request.first_scheduled_time = now;
-    const int64_t used = TryPlan(seq, budget, plan);
+    const int64_t used = TryPlan(seq, budget, chunk_budget, plan);
     if (used < 0) break;  // cannot happen with the room checked, but never loop on it
     budget -= used;
+    chunk_budget -= used;
   }
   if (plan->empty()) return false;  // slot ops stay queued for the next step that runs
   if (options_.shared_prefix_attention) GroupSharedPrefixes(plan);

@@ -41,6 +41,10 @@ namespace tetra {
 struct SchedulerOptions {
   int max_num_sequences = 64;  // sequences in a step (and sequence slots)
   int max_step_tokens = 512;   // tokens in a step
+  // Prompt (and recompute) tokens a step may carry while sequences decode:
+  // a step's time is every running stream's inter-token gap, so long chunks
+  // wait for steps without decodes. 0: up to max_step_tokens.
+  int max_prefill_tokens_with_decodes = 0;
   int num_kv_blocks = 0;
   int kv_block_tokens = 64;
   bool enable_prefix_caching = true;
@@ -109,13 +113,17 @@ class Scheduler {
     bool is_placeholder = false;  // its one input token is the one in flight
   };
   Work WorkOf(const Sequence& seq, int64_t budget) const;
+  // Holds a prompt chunk (not a decode) to `limit` tokens.
+  static void LimitChunk(int64_t limit, Work* work);
+  // The sequence's next work is one token it sampled, not a chunk.
+  static bool IsDecoding(const Sequence& seq);
   bool CanSampleAgain(const Sequence& seq) const;
   // Reserves KV for `count` more positions, preempting sequences that run
   // after `seq` as needed; false when seq itself had to wait.
   bool ReserveOrPreempt(Sequence& seq, int64_t count);
   void Preempt(Sequence& seq);
   // Plans seq's work within budget: the tokens planned, or -1 when seq was preempted.
-  int64_t TryPlan(Sequence& seq, int64_t budget, StepPlan* plan);
+  int64_t TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan);
   void AddToPlan(Sequence& seq, const Work& work, StepPlan* plan);
   int NumForkPending(const Request& request) const;
   bool HasRoomToFork(const Request& request, int64_t prompt_tokens) const;

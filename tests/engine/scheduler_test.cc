@@ -94,6 +94,7 @@ class SchedulerTest : public ::testing::Test {
         if (!scheduler_->Plan(plan.get(), Clock::now())) break;
         EXPECT_LE(static_cast<int64_t>(plan->tokens.size()), options_.max_step_tokens);
         EXPECT_LE(static_cast<int64_t>(plan->sequences.size()), options_.max_num_sequences);
+        if (check_plan_) check_plan_(*plan);
         queue.push_back(std::move(plan));
       }
       if (queue.empty()) {
@@ -153,6 +154,7 @@ class SchedulerTest : public ::testing::Test {
   std::map<uint64_t, EngineRequest> params_;
   std::map<uint64_t, std::map<int, Output>> outputs_;
   std::vector<uint64_t> finished_;
+  std::function<void(const StepPlan&)> check_plan_;  // runs on every plan RunAll makes
 };
 
 SchedulerOptions Options(int blocks, int block_tokens = 4, int max_seqs = 8, int budget = 32) {
@@ -191,6 +193,34 @@ TEST_F(SchedulerTest, LongPromptsAreChunkedUnderTheBudgetAndMixedWithDecodes) {
   EXPECT_EQ(runner_->max_step_tokens_seen(), 16);
   ExpectMatchesOracle();
   ExpectEverythingFree();
+}
+
+TEST_F(SchedulerTest, ChunksBesideDecodesAreHeldShortAndStepsWithoutDecodesTakeTheBudget) {
+  for (int depth : {1, 2}) {
+    SchedulerOptions o = Options(512, 4, 8, /*budget=*/64);
+    o.max_prefill_tokens_with_decodes = 8;
+    Make(o);
+    int64_t largest_prefill_alone = 0, largest_prefill_beside_decodes = 0;
+    check_plan_ = [&](const StepPlan& plan) {
+      int64_t& largest = plan.num_decode_tokens > 0 ? largest_prefill_beside_decodes : largest_prefill_alone;
+      largest = std::max(largest, plan.num_prefill_tokens);
+    };
+    Add(Request(Prompt(150, 1), 40));  // alone: chunks of the whole budget
+    RunAll(depth, [&](int step) {
+      if (step == 6) {
+        Add(Request(Prompt(100, 2), 5));  // beside the first one's decodes: 8 tokens a step
+        Add(Request(Prompt(37, 3), 8));
+      }
+    });
+    EXPECT_EQ(largest_prefill_alone, 64);
+    EXPECT_GT(largest_prefill_beside_decodes, 0);
+    EXPECT_LE(largest_prefill_beside_decodes, 8);
+    ExpectMatchesOracle();
+    ExpectEverythingFree();
+    check_plan_ = nullptr;
+    params_.clear();
+    outputs_.clear();
+  }
 }
 
 TEST_F(SchedulerTest, AdmissionWaitsForKvBlocksAndNeverSkipsTheHead) {
