@@ -210,7 +210,15 @@ class Session : public std::enable_shared_from_this<Session> {
     response_done_ = false;
     streaming_ = false;
     Watch();
-    server_->handler(std::move(request), MakeExchange());
+    auto exchange = MakeExchange();
+    try {
+      server_->handler(std::move(request), exchange);
+    } catch (const std::exception& e) {
+      // A bug in a handler costs its request, never the server.
+      TETRA_LOG_ERROR("handler failed on {}: {}", std::string(target), e.what());
+      exchange->Respond(500, "application/json",
+                        R"({"error":{"message":"internal server error","type":"server_error","param":null,"code":500}})");
+    }
   }
 
   std::shared_ptr<HttpExchange> MakeExchange();

@@ -17,6 +17,35 @@ std::string Show(const Json& value) {
   return s;
 }
 
+// Arrays and objects nested deeper than this are refused before parsing:
+// printing or copying a value recurses once per level, so a small body of
+// brackets would overflow the stack. Requests nest a handful of levels.
+constexpr int kMaxNesting = 64;
+
+// Whether the JSON text nests arrays and objects more than `limit` deep (exact
+// for valid JSON and for the prefix a parser reads before a syntax error).
+bool NestedTooDeeply(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 // Reads one request's fields; the first error wins.
 class Reader {
  public:
@@ -250,6 +279,9 @@ std::string ErrorBody(const ApiError& error) {
 std::optional<ApiError> ParseApiRequest(ApiKind kind, std::string_view text, int64_t vocab_size, ApiRequest* out) {
   *out = ApiRequest{};
   out->kind = kind;
+  if (NestedTooDeeply(text, kMaxNesting)) {
+    return InvalidRequest(fmt::format("the request body nests arrays and objects more than {} deep", kMaxNesting));
+  }
   const Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return InvalidRequest("the request body is not valid JSON (UTF-8)");
   if (!body.is_object()) return InvalidRequest(fmt::format("the request body must be a JSON object, got {}", Show(body)));
@@ -315,7 +347,9 @@ std::optional<ApiError> ParseApiRequest(ApiKind kind, std::string_view text, int
     ReadPrompt(r, vocab_size, out);
     r.Bool("echo", &out->echo);
     r.Int("logprobs", 0, kMaxTopLogprobs, &out->logprobs);
-    if (const Json* suffix = r.Get("suffix"); suffix && !r.failed() && !(suffix->is_string() && suffix->empty())) {
+    // An empty suffix changes nothing (json's empty() is false for any string).
+    const Json* suffix = r.Get("suffix");
+    if (suffix && !r.failed() && !(suffix->is_string() && suffix->get_ref<const std::string&>().empty())) {
       r.Fail("suffix is not supported", "suffix");
     }
     int best_of = out->n;
@@ -336,7 +370,7 @@ std::optional<ApiError> ParseApiRequest(ApiKind kind, std::string_view text, int
     }
     if (out->continue_final_message) out->add_generation_prompt = false;
     if (const Json* format = r.Get("response_format"); format && !r.failed()) {
-      if (!format->is_object() || format->value("type", "") != "text") {
+      if (!format->is_object() || !format->contains("type") || format->at("type") != "text") {
         r.Fail(fmt::format("response_format {} is not supported (only {{\"type\": \"text\"}})", Show(*format)),
                "response_format");
       }
