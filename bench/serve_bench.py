@@ -119,21 +119,32 @@ async def one_request(client, url, prompt, max_tokens):
 async def run_level(base, prompts, concurrency, max_tokens):
     url = base + "/v1/completions"
     queue = list(prompts)
-    ttfts, gaps, tokens = [], [], 0
+    ttfts, gaps, tokens, failures, retries = [], [], 0, [], []
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(1800.0)) as client:
         async def worker():
             nonlocal tokens
             while queue:
                 prompt = queue.pop()
-                t, g, n = await one_request(client, url, prompt, max_tokens)
+                try:
+                    t, g, n = await one_request(client, url, prompt, max_tokens)
+                except httpx.RemoteProtocolError:
+                    # A kept-alive connection the server closed as we reused it: send again.
+                    retries.append(prompt[:40])
+                    t, g, n = await one_request(client, url, prompt, max_tokens)
+                if t is None:
+                    failures.append(prompt[:40])  # a stream without a token
+                    continue
                 ttfts.append(t)
                 gaps.extend(g)
                 tokens += n
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"tok_s": tokens / wall, "ttft": ttfts, "itl": gaps, "tokens": tokens, "wall": wall}
+    if failures or retries:
+        print(f"serve_bench: {len(failures)} stream(s) sent no token, {len(retries)} resent", file=sys.stderr)
+    return {"tok_s": tokens / wall, "ttft": ttfts, "itl": gaps, "tokens": tokens, "wall": wall,
+            "failures": len(failures)}
 
 
 def percentile(values, p):
