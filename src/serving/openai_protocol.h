@@ -3,9 +3,11 @@
 // the field and what is wrong with it (HTTP status, OpenAI error type,
 // param). No model or tokenizer here: the server tokenizes and checks the
 // context afterwards. Fields are OpenAI's plus vLLM's extensions (top_k,
-// min_p, repetition_penalty, ignore_eos, stop_token_ids, ...); fields we do
-// not implement are refused, never silently ignored, unless they cannot
-// change the answer (user, metadata, store, ...).
+// min_p, repetition_penalty, ignore_eos, stop_token_ids, ...). Known fields
+// we do not implement (suffix, tools, response_format other than text,
+// best_of other than n, non-text content) are refused; fields this file does
+// not know at all are ignored, as vLLM ignores them (a typo such as
+// "max_token" therefore goes unnoticed: see the issue notes).
 #pragma once
 
 #include <nlohmann/json.hpp>
