@@ -20,10 +20,7 @@
 namespace tetra::cli {
 namespace {
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tetra: bench: %s\n", message.c_str());
-  return 1;
-}
+int BenchFail(const std::string& message) { return Fail("bench: " + message); }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -158,14 +155,14 @@ BenchResult MeasureModelSpeed(Model& model, const BenchFlags& f, ThreadPool& poo
 }
 
 int RunBench(const BenchFlags& f) {
-  if (Status s = ValidateBenchFlags(f); !s.ok()) return Fail(s.message());
+  if (Status s = ValidateBenchFlags(f); !s.ok()) return BenchFail(s.message());
   const std::string path = f.model.empty() ? DefaultModelPath() : f.model;
   ThreadPool pool(f.threads);
   auto loaded = LoadForCommand(f.model, f.precision, &pool);  // pages the weights in: no repetition pays faults
-  if (!loaded.ok()) return Fail(loaded.status().message());
+  if (!loaded.ok()) return BenchFail(loaded.status().message());
   Model& model = **loaded;
   const ModelConfig& c = model.config();
-  if (Status s = ValidateBenchForModel(f, c); !s.ok()) return Fail(fmt::format("{}: {}", path, s.message()));
+  if (Status s = ValidateBenchForModel(f, c); !s.ok()) return BenchFail(fmt::format("{}: {}", path, s.message()));
 
   size_t weight_bytes = 0;
   for (const std::string& name : model.files->weights.Names()) weight_bytes += model.files->weights.Find(name)->num_bytes;

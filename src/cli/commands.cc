@@ -17,12 +17,12 @@
 #include "model/model.h"
 
 namespace tetra::cli {
-namespace {
-
 int Fail(const std::string& message) {
   std::fprintf(stderr, "tetra: %s\n", message.c_str());
   return 1;
 }
+
+namespace {
 
 std::string ResolveModel(const std::string& flag) {
   return flag.empty() ? DefaultModelPath() : flag;

@@ -14,6 +14,9 @@
 
 namespace tetra::cli {
 
+// Prints "tetra: <message>" to stderr; returns the exit code 1.
+int Fail(const std::string& message);
+
 // How a command runs the model: --weights, --kv-cache, --kv-block.
 struct PrecisionFlags {
   std::string weights = "w4a8";  // w4a8 (the fast path, the default) | reference (f32, the exact comparison)

@@ -1,4 +1,5 @@
 #include "cli/quantize.h"
+#include "cli/commands.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -490,10 +491,6 @@ StatusOr<GgufMetadata> HfMetadata(const Model& model, DType target) {
   return m;
 }
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tetra: %s\n", message.c_str());
-  return 1;
-}
 
 }  // namespace
 

@@ -18,11 +18,6 @@
 namespace tetra::cli {
 namespace {
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tetra: %s\n", message.c_str());
-  return 1;
-}
-
 // Each connection is a descriptor: allow as many as the hard limit lets.
 void RaiseFileLimit() {
   rlimit limit{};

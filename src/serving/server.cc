@@ -81,6 +81,8 @@ class Call : public std::enable_shared_from_this<Call> {
   void FinishLocked();
   Json LogprobsJson(Choice& choice, size_t first, size_t count);
   Json ChunkBase() const;
+  // Answers `error`: as a last SSE event once the stream started, else as the response.
+  void AnswerErrorLocked(const ApiError& error);
   Json UsageJson() const;
   void AbortAll();
 
@@ -249,12 +251,7 @@ void Call::Start() {
         const ApiError e = ServerError(busy ? 429 : 503, busy ? "rate_limit_error" : "server_error",
                                        busy ? "the server's queue is full; retry later: " + submitted.status().message()
                                             : "the server is shutting down");
-        if (request_.stream) {
-          exchange_->Write("data: " + ErrorBody(e) + "\n\ndata: [DONE]\n\n");
-          exchange_->End();
-        } else {
-          RespondError(*exchange_, e);
-        }
+        AnswerErrorLocked(e);
       }
       return;
     }
@@ -390,19 +387,19 @@ void Call::OnUpdate(size_t prompt, RequestUpdate&& update) {
   if (prompts_left_ == 0) FinishLocked();
 }
 
+void Call::AnswerErrorLocked(const ApiError& error) {
+  if (!request_.stream) return RespondError(*exchange_, error);
+  exchange_->Write("data: " + ErrorBody(error) + "\n\ndata: [DONE]\n\n");
+  exchange_->End();
+}
+
 void Call::FinishLocked() {
   if (answered_) return;
   answered_ = true;
   if (!error_.ok()) {
     const ApiError e = ServerError(500, "server_error", "the request failed: " + error_.message());
     TETRA_LOG_WARN("{}: {}", id_, error_.message());
-    if (request_.stream) {
-      exchange_->Write("data: " + ErrorBody(e) + "\n\ndata: [DONE]\n\n");
-      exchange_->End();
-    } else {
-      RespondError(*exchange_, e);
-    }
-    return;
+    return AnswerErrorLocked(e);
   }
   if (request_.stream) {
     std::string out;
