@@ -10,11 +10,12 @@
 //                          decode attention vs without (each sample reads the prompt)
 //
 // Output: one line per round and configuration, then a summary (mean, min-max).
+// Decode tok/s counts the tokens after the moment every sample has its first
+// one, over the time from that moment to the end, so prefill is left out.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -47,6 +48,9 @@ struct RoundResult {
   int64_t output_tokens = 0;
   int64_t steps = 0;
   double busy = 0, idle = 0;
+  // The decode phase: from the moment every sample has its first token to the end.
+  double decode_seconds = 0;
+  int64_t decode_tokens = 0;
 };
 
 RoundResult RunRound(const Model& model, const Flags& f, EngineOptions options, uint64_t seed) {
@@ -60,7 +64,12 @@ RoundResult RunRound(const Model& model, const Flags& f, EngineOptions options, 
   std::mutex mu;
   std::condition_variable cv;
   int remaining = f.concurrency;
-  std::atomic<int64_t> output_tokens{0};
+  int64_t output_tokens = 0;  // under mu
+  const int total_samples = f.concurrency * f.n;
+  int samples_started = 0;
+  std::vector<std::vector<bool>> started(f.concurrency, std::vector<bool>(f.n, false));
+  std::chrono::steady_clock::time_point decode_start;
+  int64_t tokens_at_decode_start = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < f.concurrency; ++i) {
     EngineRequest r;
@@ -70,10 +79,19 @@ RoundResult RunRound(const Model& model, const Flags& f, EngineOptions options, 
     r.n = f.n;
     r.ignore_eos = true;
     r.sampling.temperature = 0.0f;
-    auto id = (*engine)->Submit(std::move(r), [&](RequestUpdate&& u) {
-      for (const SampleUpdate& s : u.samples) output_tokens += static_cast<int64_t>(s.tokens.size());
+    auto id = (*engine)->Submit(std::move(r), [&, i](RequestUpdate&& u) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const SampleUpdate& s : u.samples) {
+        output_tokens += static_cast<int64_t>(s.tokens.size());
+        if (!s.tokens.empty() && !started[i][s.index]) {
+          started[i][s.index] = true;
+          if (++samples_started == total_samples) {
+            decode_start = std::chrono::steady_clock::now();
+            tokens_at_decode_start = output_tokens;
+          }
+        }
+      }
       if (u.finished) {
-        std::lock_guard<std::mutex> lock(mu);
         --remaining;
         cv.notify_all();
       }
@@ -87,10 +105,16 @@ RoundResult RunRound(const Model& model, const Flags& f, EngineOptions options, 
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return remaining == 0; });
   }
+  const auto end = std::chrono::steady_clock::now();
   RoundResult result;
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(end - start).count();
   const EngineMetrics m = (*engine)->metrics();
-  result.output_tokens = output_tokens.load();
+  std::lock_guard<std::mutex> lock(mu);
+  result.output_tokens = output_tokens;
+  if (samples_started == total_samples) {
+    result.decode_seconds = std::chrono::duration<double>(end - decode_start).count();
+    result.decode_tokens = output_tokens - tokens_at_decode_start;
+  }
   result.steps = m.num_steps;
   result.busy = m.step_busy_seconds;
   result.idle = m.step_idle_seconds;
@@ -133,7 +157,7 @@ int Main(int argc, char** argv) {
   const bool overlap = f.compare == "overlap";
   const char* names[2] = {overlap ? "no overlap" : "each sample reads the prompt",
                           overlap ? "overlap" : "shared-prefix attention"};
-  std::map<int, std::vector<double>> tok_s, idle_us, idle_fraction;
+  std::map<int, std::vector<double>> tok_s, decode_tok_s, idle_us, idle_fraction;
   std::printf("model %s, %s, %d requests x n %d, prompt %d, %d new tokens, step budget %d\n", f.model.c_str(),
               f.weights.c_str(), f.concurrency, f.n, f.prompt_tokens, f.max_tokens, f.max_step_tokens);
   // Warm-up: pages the weights in and grows the scratch buffers.
@@ -148,22 +172,30 @@ int Main(int argc, char** argv) {
       }
       const RoundResult r = RunRound(**model, f, options, 1000 + round);
       tok_s[config].push_back(static_cast<double>(r.output_tokens) / r.seconds);
+      decode_tok_s[config].push_back(r.decode_seconds > 0 ? static_cast<double>(r.decode_tokens) / r.decode_seconds
+                                                          : 0.0);
       idle_us[config].push_back(r.steps > 0 ? 1e6 * r.idle / static_cast<double>(r.steps) : 0.0);
       idle_fraction[config].push_back(100.0 * r.idle / r.seconds);
-      std::printf("round %d %-28s %8.1f output tok/s, %5lld steps, busy %.2f s, idle %.3f s (%.0f us/step, %.1f%%)\n",
-                  round, names[config], tok_s[config].back(), static_cast<long long>(r.steps), r.busy, r.idle,
-                  idle_us[config].back(), idle_fraction[config].back());
+      std::printf(
+          "round %d %-28s %8.1f output tok/s, %8.1f decode tok/s, %5lld steps, busy %.2f s, idle %.3f s (%.0f us/step, "
+          "%.1f%%)\n",
+          round, names[config], tok_s[config].back(), decode_tok_s[config].back(), static_cast<long long>(r.steps),
+          r.busy, r.idle, idle_us[config].back(), idle_fraction[config].back());
       std::fflush(stdout);
     }
   }
-  std::printf("\n| configuration | output tok/s | runner idle per step (us) | idle share of wall time (%%) |\n|---|---|---|---|\n");
+  std::printf(
+      "\n| configuration | output tok/s | decode tok/s | runner idle per step (us) | idle share of wall time (%%) "
+      "|\n|---|---|---|---|---|\n");
   for (int config = 0; config < 2; ++config) {
-    std::printf("| %s | %s | %s | %s |\n", names[config], Range(tok_s[config], "{:.1f}").c_str(),
-                Range(idle_us[config], "{:.0f}").c_str(), Range(idle_fraction[config], "{:.2f}").c_str());
+    std::printf("| %s | %s | %s | %s | %s |\n", names[config], Range(tok_s[config], "{:.1f}").c_str(),
+                Range(decode_tok_s[config], "{:.1f}").c_str(), Range(idle_us[config], "{:.0f}").c_str(),
+                Range(idle_fraction[config], "{:.2f}").c_str());
   }
-  const double ratio = std::accumulate(tok_s[1].begin(), tok_s[1].end(), 0.0) /
-                       std::accumulate(tok_s[0].begin(), tok_s[0].end(), 0.0);
-  std::printf("\nratio of mean output tok/s (%s / %s): %.2fx\n", names[1], names[0], ratio);
+  const auto sum = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); };
+  std::printf("\nratio of mean output tok/s (%s / %s): %.2fx\n", names[1], names[0], sum(tok_s[1]) / sum(tok_s[0]));
+  std::printf("ratio of mean decode tok/s (every sample past its first token): %.2fx\n",
+              sum(decode_tok_s[1]) / sum(decode_tok_s[0]));
   return 0;
 }
 
