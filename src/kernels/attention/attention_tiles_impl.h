@@ -71,6 +71,14 @@ constexpr int kColumnBlocks = 2;
 #else
 constexpr int kColumnBlocks = 1;
 #endif
+// The P.V loop's: with 32 zmm registers a 4-row tile holds 64 dims (16
+// accumulators and 4 value vectors), so each broadcast probability feeds 4
+// FMAs and each value load 4 rows.
+#if defined(__AVX512F__)
+constexpr int kAccumulateColumnBlocks = 4;
+#else
+constexpr int kAccumulateColumnBlocks = 1;
+#endif
 // The widest vector the build holds in one register. The score and P.V
 // loops, the softmax and (outside AVX-512) the KV conversion work on these:
 // GCC keeps a 16-lane vector that spans registers in memory, with scalar
@@ -89,11 +97,11 @@ TETRA_INLINE Native LoadNative(const float* p) {
   return v;
 }
 TETRA_INLINE void StoreNative(float* p, Native v) { std::memcpy(p, &v, sizeof(v)); }
-// `Native{} + x` costs a scalar add (0 + x is not x for x = -0) before the
-// broadcast; the AVX-512 builds keep it so that their results stay as they were.
+// A true broadcast: from memory it is a load-port uop that several FMAs
+// share (`Native{} + x` would cost a scalar add and a shuffle-port move).
 TETRA_INLINE Native SplatNative(float x) {
 #if defined(__AVX512F__)
-  return Native{} + x;
+  return (Native)_mm512_set1_ps(x);
 #elif defined(__AVX__)
   return (Native)_mm256_set1_ps(x);
 #elif defined(__SSE2__)
@@ -497,10 +505,16 @@ template <int NR>
 TETRA_INLINE void AccumulateRows(const float* p, int p_stride, const float* values, int padded_dim, int num_keys,
                                  float* acc) {
   int c = 0;
-  for (; c + kColumnBlocks * kLanes <= padded_dim; c += kColumnBlocks * kLanes) {
-    AccumulateBlock<NR, kColumnBlocks>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
+  for (; c + kAccumulateColumnBlocks * kLanes <= padded_dim; c += kAccumulateColumnBlocks * kLanes) {
+    AccumulateBlock<NR, kAccumulateColumnBlocks>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
   }
-  if (c < padded_dim) AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
+  if constexpr (kAccumulateColumnBlocks > 1) {
+    for (; c + kLanes <= padded_dim; c += kLanes) {
+      AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
+    }
+  } else if (c < padded_dim) {
+    AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
+  }
 }
 
 // Calls fn.template operator()<NR>(first_row) over [0, rows) in blocks of 4
