@@ -71,7 +71,7 @@ constexpr int kColumnBlocks = 2;
 #else
 constexpr int kColumnBlocks = 1;
 #endif
-// The P.V loop's: with 32 zmm registers a 4-row tile holds 64 dims (16
+// The same for the P.V loop: with 32 zmm registers a 4-row tile holds 64 dims (16
 // accumulators and 4 value vectors), so each broadcast probability feeds 4
 // FMAs and each value load 4 rows.
 #if defined(__AVX512F__)
@@ -508,11 +508,8 @@ TETRA_INLINE void AccumulateRows(const float* p, int p_stride, const float* valu
   for (; c + kAccumulateColumnBlocks * kLanes <= padded_dim; c += kAccumulateColumnBlocks * kLanes) {
     AccumulateBlock<NR, kAccumulateColumnBlocks>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
   }
-  if constexpr (kAccumulateColumnBlocks > 1) {
-    for (; c + kLanes <= padded_dim; c += kLanes) {
-      AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
-    }
-  } else if (c < padded_dim) {
+  // padded_dim is a multiple of kLanes: the rest a column block at a time.
+  for (; c < padded_dim; c += kLanes) {
     AccumulateBlock<NR, 1>(p, p_stride, values + c, padded_dim, num_keys, acc + c, padded_dim);
   }
 }
