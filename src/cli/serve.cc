@@ -54,7 +54,7 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
       ->check(CLI::Range(16, 1 << 20));
   cmd->add_option("--max-prefill-with-decodes", f.max_prefill_with_decodes,
                   "Prompt tokens a step carries while other requests decode: shorter keeps their inter-token "
-                  "latency low, longer gives new prompts more of each step (default 64; 0: max-step-tokens)")
+                  "latency low, longer gives new prompts more of each step (default 32; 0: max-step-tokens)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--kv-cache-gib", f.kv_cache_gib,
                   "KV-cache pool size in GiB (default: room for max-num-seqs full contexts, at most 1/4 of RAM)")

@@ -22,7 +22,7 @@ struct ServeFlags {
   int threads = 0;
   int max_num_seqs = 64;
   int max_step_tokens = 512;
-  int max_prefill_with_decodes = 64;
+  int max_prefill_with_decodes = 32;
   double kv_cache_gib = 0;        // 0: the engine's default
   int max_connections = 1024;
   int max_body_mib = 32;

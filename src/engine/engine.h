@@ -92,7 +92,7 @@ struct EngineOptions {
   // Prompt tokens a step carries while sequences decode (a step's time is
   // their inter-token gap); steps without decodes take max_step_tokens.
   // 0: max_step_tokens always.
-  int max_prefill_tokens_with_decodes = 64;
+  int max_prefill_tokens_with_decodes = 32;
   int64_t kv_cache_bytes = 0;       // KV pool size; 0 = room for max_num_sequences full contexts, capped at 1/4 of RAM
   int max_waiting_requests = 4096;  // Submit refuses more (kResourceExhausted)
   bool enable_prefix_caching = true;
