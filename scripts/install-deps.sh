@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config ccache git
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libutf8proc-dev
+  libxxhash-dev  # the KV transport's payload hashes
   libgtest-dev libgmock-dev libbenchmark-dev
   libboost-dev  # Boost.Beast/Asio: the HTTP server
   python3 python3-pip python3-venv unzip
