@@ -34,7 +34,9 @@ using Clock = std::chrono::steady_clock;
 
 struct TransportOptions {
   int num_streams = 4;                          // per sender-receiver pair
-  bool zerocopy = true;                         // MSG_ZEROCOPY where supported
+  // MSG_ZEROCOPY where supported; a stream whose sends the kernel reports
+  // as copied anyway (loopback does) goes back to plain sends.
+  bool zerocopy = true;
   size_t zerocopy_min_bytes = size_t{64} << 10;  // smaller chunks copy (cheaper than pinning pages)
   std::chrono::milliseconds connect_timeout{2000};
   // A send or receive that makes no progress this long fails its stream.

@@ -297,6 +297,9 @@ void StreamWorker::ReleaseCompleted(bool wait) {
   const Status status = DrainZeroCopyCompletions(*socket_, std::chrono::milliseconds(wait ? 5 : 0),
                                                  &zerocopy_completed_, &copied);
   if (copied) {
+    // The kernel copied anyway (loopback, or a device without scatter-gather):
+    // zerocopy only adds page pinning and completions, so this stream stops.
+    zerocopy_ = false;
     std::lock_guard<std::mutex> lock(sender_.stats_mu_);
     sender_.stats_.zerocopy_copied = true;
   }

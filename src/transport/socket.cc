@@ -257,15 +257,22 @@ Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::millis
   size_t done = 0;
   Advance(iov, 0);
   while (!iov.empty()) {
-    TETRA_RETURN_IF_ERROR(WaitReadable(socket.fd(), done == 0 ? first_byte_timeout : io_timeout)
-                              .WithPrefix(fmt::format("receive ({} of {} bytes): ", done, total)));
-    const ssize_t n = readv(socket.fd(), iov.data(), static_cast<int>(std::min<size_t>(iov.size(), kMaxIov)));
+    // Read what is there without blocking; wait (with the timeout) only when nothing is.
+    msghdr message{};
+    message.msg_iov = iov.data();
+    message.msg_iovlen = std::min<size_t>(iov.size(), kMaxIov);
+    const ssize_t n = recvmsg(socket.fd(), &message, MSG_DONTWAIT);
     if (n == 0) {
       return Status::WithCode(StatusCode::kUnavailable,
                               fmt::format("connection closed with {} of {} bytes received", done, total));
     }
     if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        TETRA_RETURN_IF_ERROR(WaitReadable(socket.fd(), done == 0 ? first_byte_timeout : io_timeout)
+                                  .WithPrefix(fmt::format("receive ({} of {} bytes): ", done, total)));
+        continue;
+      }
+      if (errno == EINTR) continue;
       return Status::WithCode(StatusCode::kUnavailable, "receive: " + ErrnoText(errno));
     }
     done += static_cast<size_t>(n);
