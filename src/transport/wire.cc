@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "base/cpu_features.h"
+#include "transport/hash_dispatch.h"
 
 namespace tetra::transport {
 namespace {
@@ -35,17 +37,42 @@ constexpr size_t kHashedHeaderBytes = 40;
 
 }  // namespace
 
+namespace {
+
+// libxxhash itself (SSE2 on x86-64, whatever it was built for elsewhere).
+void LibraryReset(void* state) { XXH3_64bits_reset(static_cast<XXH3_state_t*>(state)); }
+void LibraryUpdate(void* state, const void* data, size_t size) {
+  XXH3_64bits_update(static_cast<XXH3_state_t*>(state), data, size);
+}
+uint64_t LibraryDigest(const void* state) { return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state)); }
+uint64_t LibraryHash(const void* data, size_t size) { return XXH3_64bits(data, size); }
+
+// The widest build this CPU runs; every build computes the same XXH3.
+const HashFunctions& Hashing() {
+  static const HashFunctions functions = [] {
+#if defined(TETRA_TRANSPORT_X86_HASH)
+    const CpuFeatures& cpu = GetCpuFeatures();
+    if (cpu.avx512f) {
+      return HashFunctions{hash_avx512::Reset, hash_avx512::Update, hash_avx512::Digest, hash_avx512::Hash};
+    }
+    if (cpu.avx2) return HashFunctions{hash_avx2::Reset, hash_avx2::Update, hash_avx2::Digest, hash_avx2::Hash};
+#endif
+    return HashFunctions{LibraryReset, LibraryUpdate, LibraryDigest, LibraryHash};
+  }();
+  return functions;
+}
+
+}  // namespace
+
 PayloadHasher::PayloadHasher() : state_(XXH3_createState()) {
   TETRA_CHECK(state_ != nullptr, "XXH3_createState failed");
-  XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_));
+  Hashing().reset(state_);
 }
 PayloadHasher::~PayloadHasher() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
-void PayloadHasher::Update(std::span<const uint8_t> bytes) {
-  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
-}
-uint64_t PayloadHasher::Digest() const { return XXH3_64bits_digest(static_cast<XXH3_state_t*>(state_)); }
+void PayloadHasher::Update(std::span<const uint8_t> bytes) { Hashing().update(state_, bytes.data(), bytes.size()); }
+uint64_t PayloadHasher::Digest() const { return Hashing().digest(state_); }
 
-uint64_t HashPayload(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+uint64_t HashPayload(std::span<const uint8_t> bytes) { return Hashing().hash(bytes.data(), bytes.size()); }
 
 void EncodeFrameHeader(const FrameHeader& header, uint8_t (&out)[kFrameHeaderBytes]) {
   PutU32(out + 0, kWireMagic);

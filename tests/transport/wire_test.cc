@@ -4,6 +4,9 @@
 
 #include <xxhash.h>
 
+#include "base/cpu_features.h"
+#include "transport/hash_dispatch.h"
+
 namespace tetra::transport {
 namespace {
 
@@ -92,6 +95,47 @@ TEST(Wire, HasherOverPiecesEqualsOneShot) {
   hasher.Update({data.data() + 4096, data.size() - 4096});
   EXPECT_EQ(hasher.Digest(), HashPayload(data));
   EXPECT_EQ(HashPayload(data), XXH3_64bits(data.data(), data.size()));
+}
+
+}  // namespace
+}  // namespace tetra::transport
+
+namespace tetra::transport {
+namespace {
+
+// Each ISA build of XXH3 (hash_impl.h) against libxxhash's, one-shot and
+// streamed in uneven pieces, on lengths around XXH3's internal boundaries.
+TEST(Wire, EveryHashBuildEqualsLibxxhash) {
+#if defined(__x86_64__)
+  std::vector<uint8_t> data(1 << 20);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+  struct Build {
+    const char* name;
+    bool runs;
+    HashFunctions f;
+  };
+  const CpuFeatures& cpu = GetCpuFeatures();
+  const Build builds[] = {
+      {"avx2", cpu.avx2, {hash_avx2::Reset, hash_avx2::Update, hash_avx2::Digest, hash_avx2::Hash}},
+      {"avx512", cpu.avx512f && cpu.avx512bw, {hash_avx512::Reset, hash_avx512::Update, hash_avx512::Digest, hash_avx512::Hash}},
+  };
+  for (const Build& b : builds) {
+    if (!b.runs) continue;
+    for (size_t n : {0, 1, 3, 16, 17, 128, 129, 240, 241, 1024, 1025, 4096, 65537, 1 << 20}) {
+      SCOPED_TRACE(::testing::Message() << b.name << " " << n);
+      EXPECT_EQ(b.f.hash(data.data(), n), XXH3_64bits(data.data(), n));
+      XXH3_state_t* state = XXH3_createState();
+      b.f.reset(state);
+      for (size_t at = 0, piece = 1; at < n; at += piece, piece = piece * 3 + 1) {
+        b.f.update(state, data.data() + at, std::min(piece, n - at));
+      }
+      EXPECT_EQ(b.f.digest(state), XXH3_64bits(data.data(), n));
+      XXH3_freeState(state);
+    }
+  }
+#else
+  GTEST_SKIP() << "x86-64 only";
+#endif
 }
 
 }  // namespace
