@@ -138,4 +138,35 @@ void KvStorage::Apply(const KvSlotOp& op) {
   }
 }
 
+std::vector<std::span<uint8_t>> KvStorage::LayerRegions(int layer, std::span<const BlockId> blocks,
+                                                        int open_slot) const {
+  TETRA_CHECK(layer >= 0 && layer < geometry_.num_layers, "layer {} of {}", layer, geometry_.num_layers);
+  const int64_t block_bytes = static_cast<int64_t>(geometry_.num_kv_heads) * options_.block_tokens *
+                              geometry_.head_dim * KvDtypeBytes(options_.dtype);
+  const size_t scale_bytes = sizeof(float) * geometry_.num_kv_heads;
+  const bool has_scales = options_.dtype == KvDtype::kFp8E4M3;
+  std::vector<std::span<uint8_t>> regions;
+  regions.reserve(blocks.size() * (has_scales ? 4 : 2) + 2);
+  for (const BlockId block : blocks) {
+    TETRA_CHECK(block >= 0 && block < num_blocks_, "block {} of {}", block, num_blocks_);
+    regions.push_back({keys(layer) + block * block_bytes, static_cast<size_t>(block_bytes)});
+    regions.push_back({values(layer) + block * block_bytes, static_cast<size_t>(block_bytes)});
+    if (has_scales) {
+      regions.push_back({reinterpret_cast<uint8_t*>(key_scales(layer) + block * geometry_.num_kv_heads), scale_bytes});
+      regions.push_back({reinterpret_cast<uint8_t*>(value_scales(layer) + block * geometry_.num_kv_heads), scale_bytes});
+    }
+  }
+  if (open_slot >= 0) {
+    const size_t open_bytes = static_cast<size_t>(open_block_floats()) * sizeof(float);
+    regions.push_back({reinterpret_cast<uint8_t*>(open_keys(layer, open_slot)), open_bytes});
+    regions.push_back({reinterpret_cast<uint8_t*>(open_values(layer, open_slot)), open_bytes});
+  }
+  return regions;
+}
+
+std::string KvStorage::transfer_format() const {
+  return fmt::format("kv {} block {} layers {} kv_heads {} head_dim {}", KvDtypeName(options_.dtype),
+                     options_.block_tokens, geometry_.num_layers, geometry_.num_kv_heads, geometry_.head_dim);
+}
+
 }  // namespace tetra

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "kernels/attention/paged_kv.h"
@@ -63,6 +64,20 @@ class KvStorage {
 
   // Moves open-block data as the KvManager asked (a fork, a truncation).
   void Apply(const KvSlotOp& op);
+
+  // The bytes of layer `layer` that hold `blocks` (full blocks) and, when
+  // open_slot >= 0, that slot's open block, as spans in a fixed order: per
+  // block its keys, its values, then (FP8) its key and value scales; then
+  // the open block's f32 keys and values. Two storages of the same
+  // transfer_format() give spans of the same sizes, so copying one's spans
+  // into the other's moves a sequence's KV between processes
+  // (transport/kv_transfer.h): the receiving side's sequence then reads the
+  // same keys and values, bit for bit. The spans stay valid for the
+  // storage's life; no thread may write the blocks while they are copied.
+  std::vector<std::span<uint8_t>> LayerRegions(int layer, std::span<const BlockId> blocks, int open_slot) const;
+  // What must match for LayerRegions to line up across two storages, e.g.
+  // "kv fp8 block 64 layers 30 kv_heads 3 head_dim 64".
+  std::string transfer_format() const;
 
  private:
   uint8_t* keys(int layer) const;

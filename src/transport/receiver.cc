@@ -5,6 +5,7 @@
 // ends (its done runs, its regions go back to the owner) only when none is
 // in progress.
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -27,7 +28,32 @@ struct Stream {
   std::mutex write_mu;  // results may be written by any stream's thread
   std::thread thread;
   std::atomic<bool> done{false};
+  // The stream thread's read-ahead: a payload is read together with up to
+  // a header's worth of what follows it (the next frame's header), which
+  // saves a receive call per frame. Only header bytes are ever read ahead.
+  uint8_t ahead[kFrameHeaderBytes];
+  size_t ahead_bytes = 0;
 };
+
+// The next frame's header: the read-ahead bytes, then the rest from the socket.
+Status ReadHeader(Stream& stream, uint8_t (&bytes)[kFrameHeaderBytes], std::chrono::milliseconds first_byte_timeout,
+                  std::chrono::milliseconds io_timeout) {
+  std::memcpy(bytes, stream.ahead, stream.ahead_bytes);
+  const size_t have = stream.ahead_bytes;
+  stream.ahead_bytes = 0;
+  if (have == kFrameHeaderBytes) return Status::Ok();
+  iovec rest{bytes + have, kFrameHeaderBytes - have};
+  return ReadExact(stream.socket, std::span<iovec>(&rest, 1), have == 0 ? first_byte_timeout : io_timeout, io_timeout);
+}
+
+// Exactly the payload into iov, plus whatever of the next header has arrived.
+Status ReadPayload(Stream& stream, std::vector<iovec> iov, size_t payload_bytes, std::chrono::milliseconds io_timeout) {
+  iov.push_back({stream.ahead, sizeof(stream.ahead)});
+  auto read = ReadAtLeast(stream.socket, iov, payload_bytes, io_timeout, io_timeout);
+  if (!read.ok()) return read.status();
+  stream.ahead_bytes = *read - payload_bytes;
+  return Status::Ok();
+}
 
 // Writes a kResult frame; failures only close the stream (the sender times out).
 void WriteResult(Stream& stream, uint64_t id, const Status& status) {
@@ -257,9 +283,7 @@ class Receiver final : public TransferReceiver {
     bool greeted = false;
     for (;;) {
       uint8_t bytes[kFrameHeaderBytes];
-      iovec header_iov{bytes, sizeof(bytes)};
-      Status read = ReadExact(stream->socket, std::span<iovec>(&header_iov, 1), std::chrono::milliseconds(-1),
-                              options_.io_timeout);
+      Status read = ReadHeader(*stream, bytes, std::chrono::milliseconds(-1), options_.io_timeout);
       if (!read.ok()) return greeted ? Status::Ok() : read;  // a closed idle stream is the normal end
       TETRA_ASSIGN_OR_RETURN(FrameHeader h, DecodeFrameHeader(std::span<const uint8_t, kFrameHeaderBytes>(bytes)));
       if (!greeted) {
@@ -306,8 +330,7 @@ class Receiver final : public TransferReceiver {
     if (iov.empty() && h.payload_bytes > 0) return DiscardExact(stream.socket, h.payload_bytes, options_.io_timeout);
     if (iov.empty()) return Status::Ok();  // an empty chunk nobody expects
 
-    std::vector<iovec> targets = iov;  // ReadExact consumes its array
-    const Status read = ReadExact(stream.socket, targets, options_.io_timeout, options_.io_timeout);
+    const Status read = ReadPayload(stream, iov, h.payload_bytes, options_.io_timeout);
     uint64_t hash = 0;
     if (read.ok()) {
       PayloadHasher hasher;

@@ -64,8 +64,20 @@ class StreamWorker {
   Status EnsureConnected();
   void Disconnect(const Status& why);
   void ReaderLoop(std::shared_ptr<Socket> socket);
-  Status Write(Job& job);
+  // Sends the frames (one zerocopy chunk, or several plain frames) in one go.
+  // Ok: each frame is done or awaits its zerocopy completion, and jobs is
+  // emptied; an error: none is (the caller fails them).
+  Status Write(std::vector<Job>& jobs);
+  static uint64_t PayloadBytes(const Job& job);
+  bool UsesZeroCopy(const Job& job) const;
   void ReleaseCompleted(bool wait);
+
+  static constexpr size_t kMaxBatchFrames = 64;
+  static constexpr uint64_t kMaxBatchBytes = uint64_t{1} << 20;
+  struct HeaderBytes {
+    uint8_t bytes[kFrameHeaderBytes];
+  };
+  std::vector<HeaderBytes> headers_;  // the batch's encoded headers
 
   Sender& sender_;
   const int index_;
@@ -78,7 +90,7 @@ class StreamWorker {
   // Writer thread only, except awaiting_ (shared with the reader).
   std::shared_ptr<Socket> socket_;
   std::thread reader_;
-  bool zerocopy_ = false;
+  bool zerocopy_ = false;  // wanted (from the options) until the socket refuses or the kernel copies
   uint32_t zerocopy_calls_ = 0;
   uint32_t zerocopy_completed_ = 0;
   struct Unreleased {
@@ -120,7 +132,8 @@ class Sender final : public TransferSender {
   std::vector<std::unique_ptr<StreamWorker>> streams_;
 };
 
-StreamWorker::StreamWorker(Sender& sender, int index) : sender_(sender), index_(index) {
+StreamWorker::StreamWorker(Sender& sender, int index)
+    : sender_(sender), index_(index), zerocopy_(sender.options_.zerocopy) {
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -142,8 +155,9 @@ void StreamWorker::Push(Job job) {
 }
 
 void StreamWorker::WriterLoop() {
+  std::vector<Job> batch;
   for (;;) {
-    Job job;
+    batch.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
       while (queue_.empty() && !stopping_) {
@@ -156,21 +170,30 @@ void StreamWorker::WriterLoop() {
         }
       }
       if (queue_.empty()) break;  // stopping
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      // Small frames queued together go in one sendmsg; a zerocopy chunk goes alone.
+      uint64_t bytes = 0;
+      while (!queue_.empty() && batch.size() < kMaxBatchFrames && bytes < kMaxBatchBytes) {
+        const uint64_t next = PayloadBytes(queue_.front());
+        if (!batch.empty() && (UsesZeroCopy(batch.front()) || UsesZeroCopy(queue_.front()))) break;
+        bytes += next;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
     }
-    bool skip;
-    {
-      std::lock_guard<std::mutex> lock(job.transfer->mu);
-      skip = job.transfer->aborted && job.header.type == FrameType::kChunk;
-    }
-    if (skip) {
-      job.transfer->FrameDone(Status::Ok());
-      continue;
-    }
-    Status status = Write(job);
+    // Chunks of an aborted transfer are dropped.
+    std::erase_if(batch, [](Job& job) {
+      bool skip;
+      {
+        std::lock_guard<std::mutex> lock(job.transfer->mu);
+        skip = job.transfer->aborted && job.header.type == FrameType::kChunk;
+      }
+      if (skip) job.transfer->FrameDone(Status::Ok());
+      return skip;
+    });
+    if (batch.empty()) continue;
+    const Status status = Write(batch);
     if (!status.ok()) {
-      job.transfer->FrameDone(status);
+      for (Job& job : batch) job.transfer->FrameDone(status);
       Disconnect(status);
     }
     ReleaseCompleted(/*wait=*/false);
@@ -182,6 +205,16 @@ void StreamWorker::WriterLoop() {
   Disconnect(stopped);
 }
 
+uint64_t StreamWorker::PayloadBytes(const Job& job) {
+  uint64_t bytes = 0;
+  for (const auto& p : job.parts) bytes += p.size();
+  return bytes;
+}
+
+bool StreamWorker::UsesZeroCopy(const Job& job) const {
+  return zerocopy_ && PayloadBytes(job) >= sender_.options_.zerocopy_min_bytes;
+}
+
 Status StreamWorker::EnsureConnected() {
   if (socket_) {
     std::lock_guard<std::mutex> lock(awaiting_mu_);
@@ -191,7 +224,7 @@ Status StreamWorker::EnsureConnected() {
   Disconnect(Status::Ok());
   TETRA_ASSIGN_OR_RETURN(Socket s, ConnectTcp(sender_.host_, sender_.port_, sender_.options_.connect_timeout,
                                               sender_.options_.io_timeout));
-  zerocopy_ = sender_.options_.zerocopy && EnableZeroCopy(s);
+  zerocopy_ = zerocopy_ && EnableZeroCopy(s);
   zerocopy_calls_ = 0;
   zerocopy_completed_ = 0;
   // Hello: the stream's index and the sender's session.
@@ -229,65 +262,69 @@ void StreamWorker::Disconnect(const Status& why) {
   if (!why.ok()) ++sender_.stats_.streams_failed;
 }
 
-Status StreamWorker::Write(Job& job) {
+Status StreamWorker::Write(std::vector<Job>& jobs) {
   TETRA_RETURN_IF_ERROR(EnsureConnected());
-  uint64_t bytes = 0;
-  for (const auto& p : job.parts) bytes += p.size();
-  job.header.payload_bytes = bytes;
-  if (bytes > 0) {
-    PayloadHasher hasher;
-    for (const auto& p : job.parts) hasher.Update(p);
-    job.header.payload_hash = hasher.Digest();
-  }
-  uint8_t header[kFrameHeaderBytes];
-  EncodeFrameHeader(job.header, header);
+  const bool zerocopy = jobs.size() == 1 && UsesZeroCopy(jobs[0]);
+  // Headers outlive the sendmsg calls (a vector, not the stack), and the
+  // kernel may read zerocopy pages later: those headers go as plain sends.
+  headers_.resize(jobs.size());
   std::vector<iovec> iov;
-  iov.reserve(job.parts.size() + 1);
-  iov.push_back({header, sizeof(header)});
-  for (const auto& p : job.parts) {
-    if (!p.empty()) iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
-  }
-  const bool is_finish = job.header.type == FrameType::kFinish;
-  if (is_finish) {
-    std::lock_guard<std::mutex> lock(awaiting_mu_);
-    if (!reader_alive_) {
-      return Status::WithCode(StatusCode::kUnavailable,
-                              fmt::format("kv transfer {}: the receiver closed the stream", job.header.transfer_id));
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Job& job = jobs[i];
+    job.header.payload_bytes = PayloadBytes(job);
+    if (job.header.payload_bytes > 0) {
+      PayloadHasher hasher;
+      for (const auto& p : job.parts) hasher.Update(p);
+      job.header.payload_hash = hasher.Digest();
     }
-    awaiting_[job.header.transfer_id] = job.transfer;
+    EncodeFrameHeader(job.header, headers_[i].bytes);
+    iov.push_back({headers_[i].bytes, kFrameHeaderBytes});
+    for (const auto& p : job.parts) {
+      if (!p.empty()) iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+    }
+    if (job.header.type == FrameType::kFinish) {
+      std::lock_guard<std::mutex> lock(awaiting_mu_);
+      if (!reader_alive_) {
+        return Status::WithCode(StatusCode::kUnavailable,
+                                fmt::format("kv transfer {}: the receiver closed the stream", job.header.transfer_id));
+      }
+      awaiting_[job.header.transfer_id] = job.transfer;
+    }
   }
-  const bool zerocopy = zerocopy_ && bytes >= sender_.options_.zerocopy_min_bytes;
   const uint32_t calls_before = zerocopy_calls_;
   Status status;
   if (zerocopy) {
-    // The header lives on this stack, which the kernel may read after a
-    // zerocopy send returns: it goes as a plain (copied) send first.
     status = WriteAll(*socket_, std::span<iovec>(iov.data(), 1), false, nullptr, /*more=*/true);
     if (status.ok()) status = WriteAll(*socket_, std::span<iovec>(iov).subspan(1), true, &zerocopy_calls_);
   } else {
     status = WriteAll(*socket_, iov, false, nullptr);
   }
   if (!status.ok()) {
-    if (is_finish) {
-      std::lock_guard<std::mutex> lock(awaiting_mu_);
-      awaiting_.erase(job.header.transfer_id);
+    std::lock_guard<std::mutex> lock(awaiting_mu_);
+    for (const Job& job : jobs) {
+      if (job.header.type == FrameType::kFinish) awaiting_.erase(job.header.transfer_id);
     }
-    return status.WithPrefix(fmt::format("kv transfer {}: {} {}: ", job.header.transfer_id,
-                                         FrameTypeName(job.header.type), job.header.index));
+    const FrameHeader& h = jobs.front().header;
+    return status.WithPrefix(fmt::format("kv transfer {}: {} {}: ", h.transfer_id, FrameTypeName(h.type), h.index));
   }
   {
     std::lock_guard<std::mutex> lock(sender_.stats_mu_);
-    if (job.header.type == FrameType::kChunk) {
-      sender_.stats_.bytes += bytes;
-      ++sender_.stats_.chunks;
+    for (const Job& job : jobs) {
+      if (job.header.type == FrameType::kChunk) {
+        sender_.stats_.bytes += job.header.payload_bytes;
+        ++sender_.stats_.chunks;
+      }
     }
     sender_.stats_.zerocopy_sends += zerocopy_calls_ - calls_before;
   }
-  if (zerocopy_calls_ != calls_before) {
-    unreleased_.push_back({zerocopy_calls_, std::move(job.transfer)});
-  } else {
-    job.transfer->FrameDone(Status::Ok());
+  for (Job& job : jobs) {
+    if (zerocopy_calls_ != calls_before) {
+      unreleased_.push_back({zerocopy_calls_, std::move(job.transfer)});
+    } else {
+      job.transfer->FrameDone(Status::Ok());
+    }
   }
+  jobs.clear();  // every frame is accounted for
   return Status::Ok();
 }
 

@@ -251,12 +251,12 @@ Status DrainZeroCopyCompletions(const Socket& socket, std::chrono::milliseconds 
   }
 }
 
-Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::milliseconds first_byte_timeout,
-                 std::chrono::milliseconds io_timeout) {
+StatusOr<size_t> ReadAtLeast(const Socket& socket, std::span<iovec> iov, size_t min_bytes,
+                             std::chrono::milliseconds first_byte_timeout, std::chrono::milliseconds io_timeout) {
   const size_t total = TotalBytes(iov);
   size_t done = 0;
   Advance(iov, 0);
-  while (!iov.empty()) {
+  while (done < min_bytes) {
     // Read what is there without blocking; wait (with the timeout) only when nothing is.
     msghdr message{};
     message.msg_iov = iov.data();
@@ -264,12 +264,12 @@ Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::millis
     const ssize_t n = recvmsg(socket.fd(), &message, MSG_DONTWAIT);
     if (n == 0) {
       return Status::WithCode(StatusCode::kUnavailable,
-                              fmt::format("connection closed with {} of {} bytes received", done, total));
+                              fmt::format("connection closed with {} of {} bytes received", done, min_bytes));
     }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         TETRA_RETURN_IF_ERROR(WaitReadable(socket.fd(), done == 0 ? first_byte_timeout : io_timeout)
-                                  .WithPrefix(fmt::format("receive ({} of {} bytes): ", done, total)));
+                                  .WithPrefix(fmt::format("receive ({} of {} bytes): ", done, min_bytes)));
         continue;
       }
       if (errno == EINTR) continue;
@@ -278,7 +278,13 @@ Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::millis
     done += static_cast<size_t>(n);
     Advance(iov, static_cast<size_t>(n));
   }
-  return Status::Ok();
+  (void)total;
+  return done;
+}
+
+Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::milliseconds first_byte_timeout,
+                 std::chrono::milliseconds io_timeout) {
+  return ReadAtLeast(socket, iov, TotalBytes(iov), first_byte_timeout, io_timeout).status();
 }
 
 Status DiscardExact(const Socket& socket, uint64_t n, std::chrono::milliseconds io_timeout) {

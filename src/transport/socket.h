@@ -80,6 +80,11 @@ Status DrainZeroCopyCompletions(const Socket& socket, std::chrono::milliseconds 
 Status ReadExact(const Socket& socket, std::span<iovec> iov, std::chrono::milliseconds first_byte_timeout,
                  std::chrono::milliseconds io_timeout);
 
+// Fills at least the first min_bytes of iov (and as much of the rest as
+// has arrived, without waiting for it): the bytes read. Timeouts as ReadExact.
+StatusOr<size_t> ReadAtLeast(const Socket& socket, std::span<iovec> iov, size_t min_bytes,
+                             std::chrono::milliseconds first_byte_timeout, std::chrono::milliseconds io_timeout);
+
 // Reads and drops n bytes (a payload nobody expects).
 Status DiscardExact(const Socket& socket, uint64_t n, std::chrono::milliseconds io_timeout);
 

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <future>
 #include <random>
 
 #include "kernels/attention/kv_quantize.h"
+#include "transport/kv_transfer.h"
 
 namespace tetra {
 namespace {
@@ -145,6 +147,96 @@ TEST(KvCacheTest, ParsesKvDtypeNames) {
   const auto bad = ParseKvDtype("int4");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("int4"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tetra
+
+namespace tetra {
+namespace {
+
+// A sequence's KV moved from one storage to another through the real KV
+// transport (loopback), as prefill hands a prompt to decode: other block
+// ids and another slot on the receiving side, which then reads every
+// position bit for bit as the sender does, and goes on writing.
+void ExpectMovesAcrossStorages(KvDtype dtype, int64_t tokens) {
+  const KvCacheOptions options{dtype, /*block_tokens=*/4};
+  KvManager kv_a(8, 4, 2), kv_b(8, 4, 3);
+  KvStorage a(kGeometry, options, 8, 2), b(kGeometry, options, 8, 3);
+  ASSERT_EQ(a.transfer_format(), b.transfer_format());
+  std::mt19937 rng(11);
+  std::vector<std::vector<float>> keys(kGeometry.num_layers);
+  KvSequence seq_a;
+  WriteRandom(kv_a, a, seq_a, tokens, rng, keys);
+  // The receiving side: other blocks (a filler holds two first) and another slot.
+  KvSequence filler, seq_b;
+  ASSERT_TRUE(kv_b.Reserve(filler, 8).ok());
+  ASSERT_TRUE(kv_b.Reserve(seq_b, tokens).ok());
+  ASSERT_NE(seq_a.slot, seq_b.slot);
+  const int64_t full = tokens / options.block_tokens;
+  const bool has_open = tokens % options.block_tokens != 0;
+  std::span<const BlockId> from(seq_a.blocks.data(), full), to(seq_b.blocks.data(), full);
+
+  auto receiver = transport::TransferReceiver::Listen("127.0.0.1", 0).value();
+  auto sender = transport::TransferSender::Create("127.0.0.1", receiver->port());
+  std::vector<transport::ChunkRegions> regions;
+  for (int l = 0; l < kGeometry.num_layers; ++l) regions.push_back(b.LayerRegions(l, to, has_open ? seq_b.slot : -1));
+  std::promise<Status> done;
+  ASSERT_TRUE(receiver->Expect(1, regions, transport::Clock::now() + std::chrono::seconds(20),
+                               [&](Status s) { done.set_value(s); }).ok());
+  auto out = sender->Start(1);
+  for (int l = 0; l < kGeometry.num_layers; ++l) {
+    transport::ChunkParts parts;
+    for (auto r : a.LayerRegions(l, from, has_open ? seq_a.slot : -1)) parts.push_back(r);
+    out->Send(l, parts);
+  }
+  ASSERT_TRUE(out->Finish(kGeometry.num_layers, transport::Clock::now() + std::chrono::seconds(20)).ok());
+  ASSERT_TRUE(done.get_future().get().ok());
+  kv_b.Commit(seq_b, {}, tokens);
+
+  for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
+    const KvSequenceView va = a.View(layer, seq_a.blocks, seq_a.slot, tokens);
+    const KvSequenceView vb = b.View(layer, seq_b.blocks, seq_b.slot, tokens);
+    for (int64_t p = 0; p < tokens; ++p) {
+      for (int h = 0; h < kGeometry.num_kv_heads; ++h) {
+        ASSERT_EQ(ReadKey(a, va, layer, p, h), ReadKey(b, vb, layer, p, h)) << "layer " << layer << " position " << p;
+      }
+    }
+  }
+  // Both go on alike: the next tokens complete the open block the same way.
+  std::mt19937 rng_a(5), rng_b(5);
+  std::vector<std::vector<float>> more_a = keys, more_b = keys;
+  WriteRandom(kv_a, a, seq_a, 6, rng_a, more_a);
+  WriteRandom(kv_b, b, seq_b, 6, rng_b, more_b);
+  ExpectHolds(b, seq_b, more_b, dtype == KvDtype::kF32 ? 0.0 : 0.07);
+  for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
+    const KvSequenceView va = a.View(layer, seq_a.blocks, seq_a.slot, seq_a.num_tokens);
+    const KvSequenceView vb = b.View(layer, seq_b.blocks, seq_b.slot, seq_b.num_tokens);
+    for (int64_t p = 0; p < seq_a.num_tokens; ++p) {
+      ASSERT_EQ(ReadKey(a, va, layer, p, 1), ReadKey(b, vb, layer, p, 1)) << "layer " << layer << " position " << p;
+    }
+  }
+  kv_a.Free(seq_a);
+  kv_b.Free(seq_b);
+  kv_b.Free(filler);
+}
+
+TEST(KvCacheTest, Fp8SequenceMovesThroughTheTransportBitForBit) {
+  for (int64_t tokens : {3, 4, 9, 12}) {  // shorter than a block, exactly one, several plus an open block, whole blocks
+    SCOPED_TRACE(tokens);
+    ExpectMovesAcrossStorages(KvDtype::kFp8E4M3, tokens);
+  }
+}
+TEST(KvCacheTest, F32AndBf16SequencesMoveThroughTheTransport) {
+  ExpectMovesAcrossStorages(KvDtype::kF32, 9);
+  ExpectMovesAcrossStorages(KvDtype::kBf16, 9);
+}
+
+TEST(KvCacheTest, TransferFormatNamesWhatMustMatch) {
+  KvStorage a(kGeometry, KvCacheOptions{KvDtype::kFp8E4M3, 4}, 2, 1);
+  KvStorage b(kGeometry, KvCacheOptions{KvDtype::kBf16, 4}, 2, 1);
+  EXPECT_EQ(a.transfer_format(), "kv fp8 block 4 layers 2 kv_heads 3 head_dim 8");
+  EXPECT_NE(a.transfer_format(), b.transfer_format());
 }
 
 }  // namespace
