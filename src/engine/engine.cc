@@ -164,7 +164,12 @@ class EngineImpl : public Engine {
   }
   ~EngineImpl() override { Shutdown(); }
 
-  Status Validate(const EngineRequest& request) const override { return scheduler_->Validate(request); }
+  Status Validate(const EngineRequest& request) const override {
+    if (request.kv_handoff != EngineRequest::KvHandoff::kNone) {
+      return Status::Error("KV handoff (prefill/decode disaggregation) is not wired into this engine yet");
+    }
+    return scheduler_->Validate(request);
+  }
 
   StatusOr<uint64_t> Submit(EngineRequest request, UpdateCallback on_update) override {
     TETRA_RETURN_IF_ERROR(Validate(request));

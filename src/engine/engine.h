@@ -43,6 +43,17 @@ struct EngineRequest {
   bool include_stop_string = false;
   bool skip_special_tokens = true;      // leave special tokens out of the text
   int priority = 0;                     // lower runs first; FCFS among equals
+  // Prefill/decode disaggregation (doc/disaggregation.md):
+  //   kExport (a prefill instance): compute the prompt's KV, sample nothing,
+  //     and hold the KV until the engine is told it was sent (n must be 1;
+  //     max_tokens is not used). The caller passes every prompt token but
+  //     the last, which the decode instance computes.
+  //   kImport (a decode instance): the KV of every prompt token but the last
+  //     arrives from a prefill instance into blocks reserved for it; the last
+  //     token is computed here, so sampling goes exactly as without
+  //     disaggregation.
+  enum class KvHandoff : uint8_t { kNone, kExport, kImport };
+  KvHandoff kv_handoff = KvHandoff::kNone;
 };
 
 enum class FinishReason : uint8_t {

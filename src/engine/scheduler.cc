@@ -85,6 +85,12 @@ Status Scheduler::Validate(const EngineRequest& r) const {
   for (const std::string& stop : r.stop) {
     if (stop.empty()) return Status::Error("stop: an empty stop string would match everywhere");
   }
+  if (r.kv_handoff == EngineRequest::KvHandoff::kExport && r.n != 1) {
+    return Status::Errorf("a KV export computes one prompt's KV: n must be 1, got {}", r.n);
+  }
+  if (r.kv_handoff == EngineRequest::KvHandoff::kImport && r.prompt.size() < 2) {
+    return Status::Error("a KV import needs at least 2 prompt tokens (the last one is computed here)");
+  }
   return ValidateSamplingParams(r.sampling, limits_.vocab_size);
 }
 
@@ -131,7 +137,7 @@ int Scheduler::num_running_requests() const {
     if (seq->request != last) ++count;
     last = seq->request;
   }
-  return count;
+  return count + static_cast<int>(handing_off_.size());  // one sequence per handing-off request
 }
 
 int Scheduler::num_waiting_requests() const {
@@ -156,11 +162,13 @@ bool Scheduler::CanSampleAgain(const Sequence& seq) const {
 Scheduler::Work Scheduler::WorkOf(const Sequence& seq, int64_t budget) const {
   Work work;
   const int64_t known = static_cast<int64_t>(seq.tokens.size());
+  const bool exports = seq.request->params.kv_handoff == EngineRequest::KvHandoff::kExport;
   if (known > seq.num_computed) {
     work.count = std::min(known - seq.num_computed, budget);
-    work.samples = seq.num_computed + work.count == known && CanSampleAgain(seq);
-    // Without a sample there is nothing to gain from the last known token yet.
-    if (!work.samples && seq.num_computed + work.count == known) work.count = 0;
+    work.samples = !exports && seq.num_computed + work.count == known && CanSampleAgain(seq);
+    // Without a sample there is nothing to gain from the last known token
+    // yet, unless the KV itself is the product (an export).
+    if (!exports && !work.samples && seq.num_computed + work.count == known) work.count = 0;
   } else if (options_.lookahead && seq.num_pending_samples == 1 && CanSampleAgain(seq) && budget > 0) {
     work.count = 1;
     work.samples = true;
@@ -323,6 +331,15 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
     Sequence& seq = *waiting_.front();
     Request& request = *seq.request;
     if (seq.num_steps_in_flight > 0 || kv_.num_slots_free() < 1 + NumForkPending(request)) break;
+    if (request.params.kv_handoff == EngineRequest::KvHandoff::kImport && seq.kv.blocks.empty()) {
+      const ImportAdmission admission = TryReserveImport(seq);
+      if (admission == ImportAdmission::kNoRoom) break;
+      if (admission == ImportAdmission::kReserved) {
+        if (!request.first_scheduled_time) request.first_scheduled_time = now;
+        continue;  // takes no step budget: the KV arrives from elsewhere
+      }
+      // kNotNeeded: every position is cached here; it runs as any request.
+    }
     if (seq.kv.blocks.empty()) {
       seq.num_computed = kv_.AttachCachedPrefix(seq.kv, seq.tokens);
       if (!request.first_scheduled_time) {
@@ -392,11 +409,96 @@ void Scheduler::GroupSharedPrefixes(StepPlan* plan) const {
   }
 }
 
+Scheduler::ImportAdmission Scheduler::TryReserveImport(Sequence& seq) {
+  Request& request = *seq.request;
+  const int64_t arriving = static_cast<int64_t>(seq.tokens.size()) - 1;  // every prompt token but the last
+  const int64_t cached = kv_.AttachCachedPrefix(seq.kv, seq.tokens);     // whole blocks, at most `arriving`
+  if (cached == arriving) {  // nothing to move: computed here like any request
+    request.params.kv_handoff = EngineRequest::KvHandoff::kNone;
+    kv_.Free(seq.kv);  // re-attached by the normal admission
+    return ImportAdmission::kNotNeeded;
+  }
+  const int needed = kv_.BlocksToReserve(seq.kv, arriving);
+  const int headroom = static_cast<int>(running_.size());
+  if (needed + headroom > kv_.blocks().num_blocks_free() || !kv_.Reserve(seq.kv, arriving).ok()) {
+    kv_.Free(seq.kv);
+    return ImportAdmission::kNoRoom;
+  }
+  if (!request.first_scheduled_time) request.cached_prompt_tokens = cached;
+  seq.num_computed = cached;
+  waiting_.pop_front();
+  seq.state = Sequence::State::kAwaitingKv;
+  handing_off_.push_back(&seq);
+  EmitHandoff(KvHandoffEvent::Kind::kReserved, seq, cached);
+  return ImportAdmission::kReserved;
+}
+
+void Scheduler::EmitHandoff(KvHandoffEvent::Kind kind, const Sequence& seq, int64_t num_cached_tokens) {
+  KvHandoffEvent event;
+  event.kind = kind;
+  event.request_id = seq.request->id;
+  event.blocks = seq.kv.blocks;
+  event.slot = seq.kv.slot;
+  const int64_t known = static_cast<int64_t>(seq.tokens.size());
+  event.num_tokens = kind == KvHandoffEvent::Kind::kReserved ? known - 1 : known;
+  event.num_cached_tokens = num_cached_tokens;
+  kv_events_.push_back(std::move(event));
+}
+
+std::vector<KvHandoffEvent> Scheduler::TakeKvHandoffEvents() {
+  std::vector<KvHandoffEvent> events;
+  events.swap(kv_events_);
+  return events;
+}
+
+bool Scheduler::IsHandingOffKv(uint64_t request_id) const {
+  const auto it = requests_.find(request_id);
+  if (it == requests_.end()) return false;
+  const Sequence::State state = it->second->samples[0]->state;
+  return state == Sequence::State::kAwaitingKv || state == Sequence::State::kHoldingKv;
+}
+
+void Scheduler::KvArrived(uint64_t request_id, const Status& status) {
+  const auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& request = *it->second;
+  Sequence& seq = *request.samples[0];
+  if (seq.state != Sequence::State::kAwaitingKv) return;
+  handing_off_.erase(std::find(handing_off_.begin(), handing_off_.end(), &seq));
+  if (status.ok()) {
+    const int64_t arrived = static_cast<int64_t>(seq.tokens.size()) - 1;
+    kv_.Commit(seq.kv, seq.tokens, arrived);  // full blocks join the prefix cache
+    seq.num_computed = arrived;
+    seq.state = Sequence::State::kRunning;
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), &seq, RunsBefore), &seq);
+  } else {
+    // Prefilled here instead, from the front of its place in the queue.
+    kv_.Free(seq.kv);
+    seq.num_computed = 0;
+    request.params.kv_handoff = EngineRequest::KvHandoff::kNone;
+    seq.state = Sequence::State::kWaiting;
+    waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), &seq, RunsBefore), &seq);
+  }
+}
+
+void Scheduler::ReleaseHeldKv(uint64_t request_id, const Status& status, std::vector<SequenceEvent>* events) {
+  const auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& request = *it->second;
+  Sequence& seq = *request.samples[0];
+  if (seq.state != Sequence::State::kHoldingKv) return;
+  if (!status.ok()) request.error = status;
+  FinishSequence(seq, status.ok() ? FinishReason::kLength : FinishReason::kError, std::nullopt, events);
+}
+
 void Scheduler::FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,
                                std::vector<SequenceEvent>* events, bool has_token, SampleResult sample) {
   TETRA_CHECK(!seq.is_finished());
   Request& request = *seq.request;
   if (seq.state == Sequence::State::kRunning) running_.erase(std::find(running_.begin(), running_.end(), &seq));
+  if (seq.state == Sequence::State::kAwaitingKv || seq.state == Sequence::State::kHoldingKv) {
+    handing_off_.erase(std::find(handing_off_.begin(), handing_off_.end(), &seq));
+  }
   if (seq.state == Sequence::State::kWaiting) {
     if (const auto it = std::find(waiting_.begin(), waiting_.end(), &seq); it != waiting_.end()) waiting_.erase(it);
   }
@@ -502,6 +604,21 @@ void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::ve
     TETRA_CHECK(seq != nullptr, "a planned sequence was released");
     --seq->num_steps_in_flight;
     if (seq->kv.holds_kv()) kv_.PublishKnown(seq->kv, seq->tokens);
+    // An export whose prompt is computed holds its KV for the transfer; one
+    // whose step failed ends (its KV may be wrong).
+    if (seq->request->params.kv_handoff != EngineRequest::KvHandoff::kExport ||
+        seq->state != Sequence::State::kRunning) {
+      continue;
+    }
+    if (!result.status.ok()) {
+      seq->request->error = result.status;
+      FinishSequence(*seq, FinishReason::kError, std::nullopt, events);
+    } else if (seq->num_steps_in_flight == 0 && seq->num_computed == static_cast<int64_t>(seq->tokens.size())) {
+      running_.erase(std::find(running_.begin(), running_.end(), seq));
+      seq->state = Sequence::State::kHoldingKv;
+      handing_off_.push_back(seq);
+      EmitHandoff(KvHandoffEvent::Kind::kReady, *seq, 0);
+    }
   }
   for (const StepSample& s : plan.samples) {  // forked samples: the step read their samplers
     if (s.is_fork) --FindSequence(s.sequence_id)->num_steps_in_flight;

@@ -76,6 +76,22 @@ struct SequenceEvent {
   std::optional<Clock::time_point> scheduled_time;  // when the request first ran
 };
 
+// A disaggregated request's KV is ready to move: kReserved (kImport: its
+// blocks are reserved for the prompt's KV but the last token; fill
+// positions [num_cached_tokens, num_tokens), then call KvArrived) or kReady
+// (kExport: positions [0, num_tokens) are computed; send them, then call
+// ReleaseHeldKv). Until then the sequence is not scheduled or preempted and
+// its blocks and slot stay as given.
+struct KvHandoffEvent {
+  enum class Kind : uint8_t { kReserved, kReady };
+  Kind kind = Kind::kReserved;
+  uint64_t request_id = 0;
+  std::vector<BlockId> blocks;     // the table over [0, num_tokens)
+  int slot = -1;                   // holds the open block when num_tokens is not whole blocks
+  int64_t num_tokens = 0;
+  int64_t num_cached_tokens = 0;   // kReserved: leading positions already here (prefix cache), whole blocks
+};
+
 class Scheduler {
  public:
   Scheduler(const SchedulerOptions& options, const ModelLimits& limits);
@@ -96,6 +112,20 @@ class Scheduler {
   bool Plan(StepPlan* plan, Clock::time_point now);
   // Applies the result of a planned step (steps complete in plan order).
   void Complete(const StepPlan& plan, const StepResult& result, std::vector<SequenceEvent>* events);
+
+  // Handoff events since the last call (Plan reserves imports, Complete
+  // finishes exports' prompts).
+  std::vector<KvHandoffEvent> TakeKvHandoffEvents();
+  // kImport: the transfer into the reserved blocks ended. Ok: the sequence
+  // runs on from there. An error: its blocks go back and it is prefilled
+  // here instead (nothing is lost). Ignored unless the request awaits KV.
+  void KvArrived(uint64_t request_id, const Status& status);
+  // kExport: the held KV was sent (or could not be): the request finishes
+  // (kLength; kError with the status when it is not ok) and its blocks go back.
+  void ReleaseHeldKv(uint64_t request_id, const Status& status, std::vector<SequenceEvent>* events);
+  // The request awaits or holds KV: a transfer may be touching its blocks,
+  // so it must be stopped before Abort frees them.
+  bool IsHandingOffKv(uint64_t request_id) const;
 
   bool has_unfinished_requests() const { return num_unfinished_requests_ > 0; }
   int num_steps_in_flight() const { return num_steps_in_flight_; }
@@ -147,6 +177,13 @@ class Scheduler {
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;  // every request not yet released
   std::unordered_map<uint64_t, Sequence*> sequences_;                // by id, every live sequence
   std::vector<Sequence*> running_;   // in run order
+  std::vector<Sequence*> handing_off_;  // kAwaitingKv and kHoldingKv sequences
+  std::vector<KvHandoffEvent> kv_events_;
+  // A kImport head of the queue: kReserved (now kAwaitingKv), kNoRoom (it
+  // waits), or kNotNeeded (its prefix is cached here: it runs as kNone).
+  enum class ImportAdmission : uint8_t { kReserved, kNoRoom, kNotNeeded };
+  ImportAdmission TryReserveImport(Sequence& seq);
+  void EmitHandoff(KvHandoffEvent::Kind kind, const Sequence& seq, int64_t num_cached_tokens);
   std::deque<Sequence*> waiting_;    // in run order
   // Slot ops of forks, each to run before the first step planned after the
   // step that writes what it copies.

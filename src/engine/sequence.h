@@ -25,6 +25,8 @@ struct Sequence {
     kWaiting,   // queued: new, or preempted (its KV freed, to be recomputed)
     kRunning,   // in the running set: scheduled every step it has work
     kForkPending,  // a parallel sample not yet forked from sample 0 (its prompt is being computed)
+    kAwaitingKv,   // kImport: its blocks are reserved and a transfer writes them
+    kHoldingKv,    // kExport: its prompt's KV is computed and a transfer reads it
     kFinished,
   };
 

@@ -43,6 +43,24 @@ class FakeRunner : public ModelRunner {
   int64_t steps_run() const { return steps_; }
   int64_t placeholders_seen() const { return placeholders_; }
   int64_t shared_prefix_groups_seen() const { return shared_prefix_groups_; }
+  // The tokens at positions [0, num_tokens) of a sequence with this table and
+  // slot (what a KV transfer sends), and the same written into another's
+  // positions [first, first + tokens.size()) (what it receives).
+  std::vector<int32_t> ReadKv(const std::vector<BlockId>& table, int slot, int64_t num_tokens) const {
+    std::vector<int32_t> out(num_tokens);
+    const int64_t full = num_tokens / block_tokens_ * block_tokens_;
+    for (int64_t p = 0; p < num_tokens; ++p) {
+      out[p] = p < full ? blocks_[table[p / block_tokens_]][p % block_tokens_] : slots_[slot][p % block_tokens_];
+    }
+    return out;
+  }
+  void WriteKv(const std::vector<BlockId>& table, int slot, int64_t first, const std::vector<int32_t>& tokens) {
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int64_t p = first + static_cast<int64_t>(i);
+      slots_[slot][p % block_tokens_] = tokens[i];
+      if (p % block_tokens_ == block_tokens_ - 1) blocks_[table[p / block_tokens_]] = slots_[slot];
+    }
+  }
   // Called at the start of each Run (tests inject failures here).
   std::function<Status(const StepPlan&)> before_run;
 
