@@ -165,8 +165,8 @@ class EngineImpl : public Engine {
   ~EngineImpl() override { Shutdown(); }
 
   Status Validate(const EngineRequest& request) const override {
-    if (request.kv_handoff != EngineRequest::KvHandoff::kNone) {
-      return Status::Error("KV handoff (prefill/decode disaggregation) is not wired into this engine yet");
+    if (request.kv_handoff != EngineRequest::KvHandoff::kNone && options_.kv_handoff == nullptr) {
+      return Status::Error("this engine has no KV handoff (it is not part of a disaggregated deployment)");
     }
     return scheduler_->Validate(request);
   }
@@ -186,10 +186,12 @@ class EngineImpl : public Engine {
     return id;
   }
 
-  void Abort(uint64_t request_id) override {
-    std::lock_guard<std::mutex> lock(inbox_mu_);
-    inbox_.push_back(Message{Message::kAbort, request_id, {}, {}, Clock::now()});
-    inbox_cv_.notify_one();
+  void Abort(uint64_t request_id) override { Post(Message{Message::kAbort, request_id, {}, {}, Clock::now()}); }
+  void KvArrived(uint64_t request_id, Status status) override {
+    Post(Message{Message::kKvArrived, request_id, {}, {}, Clock::now(), std::move(status)});
+  }
+  void KvSent(uint64_t request_id, Status status) override {
+    Post(Message{Message::kKvSent, request_id, {}, {}, Clock::now(), std::move(status)});
   }
 
   void Shutdown() override {
@@ -222,12 +224,57 @@ class EngineImpl : public Engine {
 
  private:
   struct Message {
-    enum Kind { kAdd, kAbort } kind;
+    enum Kind { kAdd, kAbort, kKvArrived, kKvSent } kind;
     uint64_t id;
     EngineRequest request;
     UpdateCallback on_update;
     Clock::time_point time;
+    Status status = Status::Ok();  // kKvArrived, kKvSent
   };
+
+  void Post(Message message) {
+    std::lock_guard<std::mutex> lock(inbox_mu_);
+    inbox_.push_back(std::move(message));
+    inbox_cv_.notify_one();
+  }
+
+  // Tells the handler about KV that is reserved (kImport) or computed
+  // (kExport), with where it lies in this runner's storage. The runner
+  // thread may be computing meanwhile: it never writes a handed-off
+  // sequence's blocks or slot.
+  void DispatchHandoffs() {
+    for (const KvHandoffEvent& e : scheduler_->TakeKvHandoffEvents()) {
+      const auto it = requests_.find(e.request_id);
+      if (it == requests_.end()) continue;
+      const KvStorage& storage = runner_.storage();
+      const int bt = storage.options().block_tokens;
+      KvHandoffLayout layout;
+      layout.num_tokens = e.num_tokens;
+      layout.first_token =
+          e.kind == KvHandoffEvent::Kind::kReserved ? e.num_cached_tokens : it->second->params.kv_skip_tokens;
+      layout.format = storage.transfer_format();
+      const size_t first_block = static_cast<size_t>(layout.first_token / bt);
+      const size_t full_blocks = static_cast<size_t>(e.num_tokens / bt);
+      const std::span<const BlockId> blocks(e.blocks.data() + std::min(first_block, full_blocks),
+                                            full_blocks - std::min(first_block, full_blocks));
+      const int open_slot = e.num_tokens % bt != 0 ? e.slot : -1;
+      for (int l = 0; l < storage.geometry().num_layers; ++l) {
+        layout.chunks.push_back(storage.LayerRegions(l, blocks, open_slot));
+      }
+      if (e.kind == KvHandoffEvent::Kind::kReserved) {
+        options_.kv_handoff->OnKvReserved(e.request_id, layout);
+      } else {
+        options_.kv_handoff->OnKvReady(e.request_id, layout);
+      }
+    }
+  }
+
+  // Stops the transfer of a handed-off request before its blocks are freed.
+  void CancelHandoff(uint64_t request_id) {
+    if (options_.kv_handoff != nullptr && scheduler_->IsHandingOffKv(request_id)) {
+      options_.kv_handoff->OnKvCancel(request_id);
+    }
+  }
 
   // Applies queued submissions and aborts; true once shutting down.
   bool DrainInbox(std::vector<SequenceEvent>* events) {
@@ -241,7 +288,16 @@ class EngineImpl : public Engine {
     }
     for (Message& m : messages) {
       if (m.kind == Message::kAbort) {
+        CancelHandoff(m.id);
         scheduler_->Abort(m.id, events);
+        continue;
+      }
+      if (m.kind == Message::kKvArrived) {
+        scheduler_->KvArrived(m.id, m.status);
+        continue;
+      }
+      if (m.kind == Message::kKvSent) {
+        scheduler_->ReleaseHeldKv(m.id, m.status, events);
         continue;
       }
       auto state = std::make_unique<RequestState>();
@@ -269,6 +325,7 @@ class EngineImpl : public Engine {
     }
     if (stopping && !aborted_all_) {
       aborted_all_ = true;
+      for (const auto& [id, state] : requests_) CancelHandoff(id);
       scheduler_->FinishAll(FinishReason::kAbort, Status::Ok(), events);
     }
     return stopping;
@@ -384,7 +441,9 @@ class EngineImpl : public Engine {
       while (in_flight.size() < depth) {
         int free_index = 0;
         while (std::find(in_flight.begin(), in_flight.end(), free_index) != in_flight.end()) ++free_index;
-        if (!scheduler_->Plan(&plans[free_index], Clock::now())) break;
+        const bool planned = scheduler_->Plan(&plans[free_index], Clock::now());
+        DispatchHandoffs();  // imports reserved by the plan
+        if (!planned) break;
         runner_thread_.Submit(&plans[free_index], &results[free_index], /*follows_busy=*/!waited);
         in_flight.push_back(free_index);
         ++num_steps_;
@@ -403,6 +462,7 @@ class EngineImpl : public Engine {
       in_flight.pop_front();
       events.clear();
       scheduler_->Complete(plans[index], results[index], &events);
+      DispatchHandoffs();  // exports whose prompt the step finished
       if (!results[index].status.ok()) TETRA_LOG_ERROR("step failed: {}", results[index].status.message());
       Process(events);
     }

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,9 @@ struct EngineRequest {
   //     disaggregation.
   enum class KvHandoff : uint8_t { kNone, kExport, kImport };
   KvHandoff kv_handoff = KvHandoff::kNone;
+  // kExport: leading positions the decode side already holds (its prefix
+  // cache), whole blocks; they are not sent.
+  int64_t kv_skip_tokens = 0;
 };
 
 enum class FinishReason : uint8_t {
@@ -96,6 +100,34 @@ struct RequestUpdate {
 
 using UpdateCallback = std::function<void(RequestUpdate&&)>;
 
+// Where a handed-off request's KV lies in this process's cache, as chunks
+// of byte spans in a fixed order (KvStorage::LayerRegions): chunk l is layer
+// l's blocks over positions [first_token, num_tokens) plus, when num_tokens
+// is not whole blocks, the open block. Two engines whose `format` matches
+// lay the same request out in chunks of the same sizes.
+struct KvHandoffLayout {
+  int64_t num_tokens = 0;
+  int64_t first_token = 0;  // whole blocks; the positions before it are not moved
+  std::vector<std::vector<std::span<uint8_t>>> chunks;
+  std::string format;
+};
+
+// Moves KV between engines (the serving layer's transport agent; a test's
+// loopback). Called on the engine thread: return quickly, except OnKvCancel.
+class KvHandoffHandler {
+ public:
+  virtual ~KvHandoffHandler() = default;
+  // kImport: blocks are reserved; fill the layout's spans, then call
+  // Engine::KvArrived (from any thread).
+  virtual void OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) = 0;
+  // kExport: the prompt's KV is computed; send the layout's spans, then
+  // call Engine::KvSent (from any thread).
+  virtual void OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) = 0;
+  // The request ends (abort, shutdown) while handed off: return only once
+  // nothing touches its spans any more.
+  virtual void OnKvCancel(uint64_t request_id) = 0;
+};
+
 struct EngineOptions {
   int num_threads = 0;              // kernel threads; 0 = one per core
   int max_num_sequences = 64;       // sequences running at once (a batch's rows)
@@ -109,6 +141,7 @@ struct EngineOptions {
   bool enable_prefix_caching = true;
   bool overlap = true;              // schedule step N+1 while step N computes
   bool shared_prefix_attention = true;  // parallel samples read their prompt's KV once per step
+  KvHandoffHandler* kv_handoff = nullptr;  // for kExport / kImport requests; not owned, outlives the engine
 };
 
 class Engine {
@@ -127,6 +160,12 @@ class Engine {
   // are freed once no step in flight uses them, and its final update says
   // kAbort. Unknown or finished ids are ignored.
   virtual void Abort(uint64_t request_id) = 0;
+  // The KV transfer of a kImport request ended: ok, it decodes on; an error,
+  // it is prefilled here instead. Any thread; late or unknown ids are ignored.
+  virtual void KvArrived(uint64_t request_id, Status status) = 0;
+  // The KV of a kExport request was sent (or could not be): the request
+  // finishes and its blocks are freed. Any thread.
+  virtual void KvSent(uint64_t request_id, Status status) = 0;
   // Stops taking requests, aborts every request still in the engine (each
   // gets its final update) and joins the engine thread. Idempotent.
   virtual void Shutdown() = 0;

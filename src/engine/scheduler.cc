@@ -88,6 +88,11 @@ Status Scheduler::Validate(const EngineRequest& r) const {
   if (r.kv_handoff == EngineRequest::KvHandoff::kExport && r.n != 1) {
     return Status::Errorf("a KV export computes one prompt's KV: n must be 1, got {}", r.n);
   }
+  if (r.kv_skip_tokens < 0 || r.kv_skip_tokens > static_cast<int64_t>(r.prompt.size()) ||
+      r.kv_skip_tokens % options_.kv_block_tokens != 0) {
+    return Status::Errorf("kv_skip_tokens {} is not whole blocks of {} within the prompt", r.kv_skip_tokens,
+                          options_.kv_block_tokens);
+  }
   if (r.kv_handoff == EngineRequest::KvHandoff::kImport && r.prompt.size() < 2) {
     return Status::Error("a KV import needs at least 2 prompt tokens (the last one is computed here)");
   }
