@@ -12,7 +12,7 @@ if ! command -v clang++ >/dev/null 2>&1; then
 fi
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DTETRA_BUILD_FUZZERS=ON -DTETRA_BUILD_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$(nproc 2>/dev/null || echo 2)" --target gguf_fuzzer safetensors_fuzzer openai_request_fuzzer
+cmake --build build-fuzz -j"$(nproc 2>/dev/null || echo 2)" --target gguf_fuzzer safetensors_fuzzer openai_request_fuzzer kv_frame_fuzzer
 
 # openai_request_fuzzer's seeds. The first byte is the mode: \x00 a
 # completions body, \x01 a chat body, \x02/\x03 the same as raw HTTP bytes
@@ -35,11 +35,13 @@ seed_openai() {
 }
 
 mkdir -p build-fuzz/findings
-for fuzzer in gguf_fuzzer safetensors_fuzzer openai_request_fuzzer; do
+for fuzzer in gguf_fuzzer safetensors_fuzzer openai_request_fuzzer kv_frame_fuzzer; do
   corpus="build-fuzz/corpus-${fuzzer}"
   mkdir -p "$corpus"
   if [[ "$fuzzer" == openai_request_fuzzer ]]; then
     seed_openai "$corpus"
+  elif [[ "$fuzzer" == kv_frame_fuzzer ]]; then
+    :  # no seeds: it builds valid headers from the bytes itself
   else
     find tests/fixtures/format -type f \( -name '*.gguf' -o -name '*.safetensors' \) -exec cp {} "$corpus/" \;
   fi
