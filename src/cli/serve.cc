@@ -67,6 +67,19 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
                   "On SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)")
       ->check(CLI::Range(0.0, 3600.0));
   cmd->add_flag("--no-prefix-caching", f.no_prefix_caching, "Do not reuse the KV of prompts' common prefixes");
+  cmd->add_option("--role", f.role,
+                  "both (default): prefill and decode here; prefill: compute prompts' KV for decode instances "
+                  "(POST /internal/v1/prefill); decode: take requests, prefill them where X-Tetra-Prefill says")
+      ->check(CLI::IsMember({"both", "prefill", "decode"}));
+  cmd->add_option("--kv-host", f.kv_host, "Decode role: address the KV transport listens on and gives prefill "
+                                          "instances (default 127.0.0.1)");
+  cmd->add_option("--kv-port", f.kv_port, "Decode role: KV transport port (default 0: any free port)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--kv-streams", f.kv_streams, "TCP streams per prefill-decode pair (default 4)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--disagg-min-prompt-tokens", f.disagg_min_prompt_tokens,
+                  "Decode role: shorter prompts are prefilled here, not remotely (default 64)")
+      ->check(CLI::Range(2, 1 << 30));
   AddPrecisionOptions(cmd, f.precision);
 }
 
@@ -84,7 +97,20 @@ int RunServe(const ServeFlags& f) {
   serving::ServerOptions server_options;
   server_options.served_model_name = f.served_model_name.empty() ? DefaultServedName(model_path) : f.served_model_name;
   server_options.api_key = f.api_key;
+  server_options.role = *serving::ParseServeRole(f.role);
+  server_options.disagg_min_prompt_tokens = f.disagg_min_prompt_tokens;
   serving::OpenAiServer api(server_options);
+  std::unique_ptr<serving::KvAgent> kv_agent;
+  if (server_options.role != serving::ServeRole::kBoth) {
+    serving::KvAgentOptions agent_options;
+    agent_options.role = server_options.role;
+    agent_options.kv_host = f.kv_host;
+    agent_options.kv_port = f.kv_port;
+    agent_options.num_streams = f.kv_streams;
+    auto agent = serving::KvAgent::Create(agent_options);
+    if (!agent.ok()) return Fail(agent.status().message());
+    kv_agent = std::move(*agent);
+  }
 
   serving::HttpServerOptions http_options;
   http_options.host = f.host;
@@ -115,11 +141,13 @@ int RunServe(const ServeFlags& f) {
   engine_options.max_prefill_tokens_with_decodes = f.max_prefill_with_decodes;
   engine_options.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * (1ull << 30));
   engine_options.enable_prefix_caching = !f.no_prefix_caching;
+  engine_options.kv_handoff = kv_agent.get();
   auto engine = CreateEngine(model, engine_options);
   if (!engine.ok()) {
     stop_io();
     return Fail(engine.status().message());
   }
+  if (kv_agent) kv_agent->Attach(engine->get());
   api.Attach(engine->get());
 
   const std::string shown_host = f.host == "0.0.0.0" || f.host == "::" ? "127.0.0.1" : f.host;
@@ -130,9 +158,16 @@ int RunServe(const ServeFlags& f) {
              "  chat page:  {}/\n"
              "  try:        curl -s {}/v1/chat/completions{} -H 'Content-Type: application/json' \\\n"
              "                -d '{{\"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}], \"max_tokens\": 64}}'\n"
-             "  stop:       Ctrl-C (finishes the requests in flight)\n",
+             "  stop:       Ctrl-C (finishes the requests in flight)\n"
+             "{}",
              server_options.served_model_name, f.host, http.port(), f.precision.weights, KvCacheName(f.precision),
-             f.threads > 0 ? fmt::format("{}", f.threads) : "all", url, url, auth);
+             f.threads > 0 ? fmt::format("{}", f.threads) : "all", url, url, auth,
+             server_options.role == serving::ServeRole::kBoth
+                 ? ""
+                 : fmt::format("  role:       {}{}\n", serving::ServeRoleName(server_options.role),
+                               kv_agent->kv_port() > 0 ? fmt::format(", KV transfers on {}:{}", f.kv_host,
+                                                                      kv_agent->kv_port())
+                                                       : ""));
   std::fflush(stderr);
 
   int signal_number = 0;
@@ -146,6 +181,7 @@ int RunServe(const ServeFlags& f) {
   }
   (*engine)->Shutdown();  // cancels what is left; each call gets its last update
   api.WaitForCalls(5);
+  kv_agent.reset();  // its workers end before the engine they call goes
   http.Stop(5);
   io.join();
   return 0;

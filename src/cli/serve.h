@@ -28,6 +28,12 @@ struct ServeFlags {
   int max_body_mib = 32;
   double drain_timeout = 30;
   bool no_prefix_caching = false;
+  // Prefill/decode disaggregation (doc/disaggregation.md).
+  std::string role = "both";
+  std::string kv_host = "127.0.0.1";
+  int kv_port = 0;
+  int kv_streams = 4;
+  int disagg_min_prompt_tokens = 64;
   PrecisionFlags precision;
 };
 void AddServeCommand(CLI::App& app, ServeFlags& flags);

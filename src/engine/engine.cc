@@ -253,6 +253,8 @@ class EngineImpl : public Engine {
       layout.first_token =
           e.kind == KvHandoffEvent::Kind::kReserved ? e.num_cached_tokens : it->second->params.kv_skip_tokens;
       layout.format = storage.transfer_format();
+      layout.tokens = e.tokens;
+      layout.peer = it->second->params.kv_peer;
       const size_t first_block = static_cast<size_t>(layout.first_token / bt);
       const size_t full_blocks = static_cast<size_t>(e.num_tokens / bt);
       const std::span<const BlockId> blocks(e.blocks.data() + std::min(first_block, full_blocks),

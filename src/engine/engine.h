@@ -58,6 +58,9 @@ struct EngineRequest {
   // kExport: leading positions the decode side already holds (its prefix
   // cache), whole blocks; they are not sent.
   int64_t kv_skip_tokens = 0;
+  // Opaque to the engine: who the KV goes to or comes from, handed back to
+  // the KvHandoffHandler in the layout.
+  std::string kv_peer;
 };
 
 enum class FinishReason : uint8_t {
@@ -110,6 +113,8 @@ struct KvHandoffLayout {
   int64_t first_token = 0;  // whole blocks; the positions before it are not moved
   std::vector<std::vector<std::span<uint8_t>>> chunks;
   std::string format;
+  std::vector<int32_t> tokens;  // the prompt tokens of positions [0, num_tokens)
+  std::string peer;             // the request's kv_peer
 };
 
 // Moves KV between engines (the serving layer's transport agent; a test's

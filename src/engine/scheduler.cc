@@ -446,6 +446,7 @@ void Scheduler::EmitHandoff(KvHandoffEvent::Kind kind, const Sequence& seq, int6
   event.slot = seq.kv.slot;
   const int64_t known = static_cast<int64_t>(seq.tokens.size());
   event.num_tokens = kind == KvHandoffEvent::Kind::kReserved ? known - 1 : known;
+  event.tokens.assign(seq.tokens.begin(), seq.tokens.begin() + event.num_tokens);
   event.num_cached_tokens = num_cached_tokens;
   kv_events_.push_back(std::move(event));
 }

@@ -90,6 +90,7 @@ struct KvHandoffEvent {
   int slot = -1;                   // holds the open block when num_tokens is not whole blocks
   int64_t num_tokens = 0;
   int64_t num_cached_tokens = 0;   // kReserved: leading positions already here (prefix cache), whole blocks
+  std::vector<int32_t> tokens;     // the prompt tokens of [0, num_tokens)
 };
 
 class Scheduler {

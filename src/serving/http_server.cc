@@ -202,6 +202,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (q != std::string_view::npos) request.query = std::string(target.substr(q + 1));
     request.body = std::move(message.body());
     request.authorization = std::string(message[http::field::authorization]);
+    request.prefill_url = std::string(message["X-Tetra-Prefill"]);
     request.remote = remote_;
     keep_alive_ = message.keep_alive();
     in_flight_ = true;

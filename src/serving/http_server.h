@@ -29,6 +29,7 @@ struct HttpRequest {
   std::string query;         // after '?', "" when none
   std::string body;
   std::string authorization;  // the Authorization header, "" when absent
+  std::string prefill_url;    // X-Tetra-Prefill (the router's pick of a prefill instance), "" when absent
   std::string remote;         // peer address, for logs
 };
 

@@ -72,6 +72,13 @@ class Call : public std::enable_shared_from_this<Call> {
   }
   ~Call() { server_->CallEnded(); }
 
+  // Prompts of at least min_tokens are prefilled at this prefill instance
+  // (a decode instance behind the router).
+  void PrefillAt(std::string url, int min_tokens) {
+    prefill_url_ = std::move(url);
+    prefill_min_tokens_ = min_tokens;
+  }
+
   // Tokenizes, checks and submits; answers errors itself.
   void Start();
 
@@ -90,6 +97,8 @@ class Call : public std::enable_shared_from_this<Call> {
   Engine* engine_;
   std::shared_ptr<HttpExchange> exchange_;
   ApiRequest request_;
+  std::string prefill_url_;
+  int prefill_min_tokens_ = 0;
   std::string model_name_;
   const Tokenizer& tokenizer_;
   bool chat_ = false;
@@ -173,6 +182,10 @@ void Call::Start() {
     r.include_stop_string = request_.include_stop_str_in_output;
     r.skip_special_tokens = request_.skip_special_tokens;
     r.priority = request_.priority;
+    if (!prefill_url_.empty() && static_cast<int64_t>(prompt.size()) >= std::max(2, prefill_min_tokens_)) {
+      r.kv_handoff = EngineRequest::KvHandoff::kImport;
+      r.kv_peer = prefill_url_;
+    }
     if (prompt.empty()) {
       return RespondError(*exchange_, InvalidRequest(chat_ ? "messages render to an empty prompt" : "prompt must not be empty",
                                                      chat_ ? "messages" : "prompt"));
@@ -480,6 +493,10 @@ void OpenAiServer::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> e
     const std::string text = engine ? RenderPrometheus(engine->metrics(), options_.served_model_name) : "";
     return exchange->Respond(200, "text/plain; version=0.0.4; charset=utf-8", text);
   }
+  if (path == "/internal/v1/prefill" && options_.role == ServeRole::kPrefill) {
+    if (!is_post) return method_not_allowed("POST");
+    return HandlePrefill(std::move(request), std::move(exchange));
+  }
   const bool is_v1 = path.rfind("/v1/", 0) == 0;
   const bool known = path == "/v1/models" || path == "/v1/completions" || path == "/v1/chat/completions";
   if (!known) {
@@ -529,7 +546,52 @@ void OpenAiServer::HandleGeneration(ApiKind kind, HttpRequest&& http, std::share
   in_flight_.fetch_add(1);
   auto call = std::make_shared<Call>(this, engine, std::move(exchange), std::move(request), options_.served_model_name,
                                      next_call_id_.fetch_add(1));
+  if (options_.role == ServeRole::kDecode && !http.prefill_url.empty()) {
+    call->PrefillAt(http.prefill_url, options_.disagg_min_prompt_tokens);
+  }
   call->Start();
+}
+
+void OpenAiServer::HandlePrefill(HttpRequest&& http, std::shared_ptr<HttpExchange> exchange) {
+  Engine* engine = engine_.load();
+  if (engine == nullptr || !taking_requests_.load()) {
+    return RespondError(*exchange, ServerError(503, "server_error", "the prefill instance is not ready"));
+  }
+  Json body = Json::parse(http.body, nullptr, /*allow_exceptions=*/false);
+  EngineRequest r;
+  std::string host;
+  int64_t port = 0;
+  uint64_t transfer_id = 0;
+  std::string format;
+  try {
+    if (!body.is_object()) throw std::invalid_argument("the body is not a JSON object");
+    r.prompt = body.at("tokens").get<std::vector<int32_t>>();
+    r.kv_skip_tokens = body.at("kv_skip_tokens").get<int64_t>();
+    host = body.at("kv_host").get<std::string>();
+    port = body.at("kv_port").get<int64_t>();
+    transfer_id = body.at("transfer_id").get<uint64_t>();
+    format = body.at("kv_format").get<std::string>();
+  } catch (const std::exception& e) {
+    return RespondError(*exchange, InvalidRequest(fmt::format("prefill request: {}", e.what()), ""));
+  }
+  if (port < 1 || port > 65535) return RespondError(*exchange, InvalidRequest("prefill request: bad kv_port", ""));
+  r.max_tokens = 1;
+  r.kv_handoff = EngineRequest::KvHandoff::kExport;
+  r.kv_peer = KvAgent::ExportPeer(host, static_cast<int>(port), transfer_id, format);
+  if (Status s = engine->Validate(r); !s.ok()) return RespondError(*exchange, InvalidRequest(s.message(), ""));
+  in_flight_.fetch_add(1);
+  struct Answer {
+    OpenAiServer* server;
+    std::shared_ptr<HttpExchange> exchange;
+    ~Answer() { server->CallEnded(); }
+  };
+  auto answer = std::make_shared<Answer>(Answer{this, exchange});
+  auto submitted = engine->Submit(std::move(r), [answer](RequestUpdate&& update) {
+    if (!update.finished) return;
+    if (update.error.ok()) return answer->exchange->Respond(200, kJson, R"({"status":"sent"})");
+    RespondError(*answer->exchange, ServerError(502, "server_error", update.error.message()));
+  });
+  if (!submitted.ok()) RespondError(*exchange, ServerError(503, "server_error", submitted.status().message()));
 }
 
 }  // namespace tetra::serving

@@ -23,6 +23,7 @@
 
 #include "engine/engine.h"
 #include "serving/http_server.h"
+#include "serving/kv_agent.h"
 #include "serving/openai_protocol.h"
 
 namespace tetra::serving {
@@ -30,6 +31,12 @@ namespace tetra::serving {
 struct ServerOptions {
   std::string served_model_name;  // what /v1/models lists and requests name
   std::string api_key;            // "" = no authentication
+  // Disaggregation (doc/disaggregation.md). kDecode: a request with an
+  // X-Tetra-Prefill header and at least disagg_min_prompt_tokens prompt
+  // tokens is prefilled there (kImport). kPrefill: POST /internal/v1/prefill
+  // is served.
+  ServeRole role = ServeRole::kBoth;
+  int disagg_min_prompt_tokens = 64;
 };
 
 class OpenAiServer {
@@ -54,6 +61,8 @@ class OpenAiServer {
 
  private:
   void HandleGeneration(ApiKind kind, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange);
+  // Prefill role: computes a decode instance's prompt KV and sends it there.
+  void HandlePrefill(HttpRequest&& request, std::shared_ptr<HttpExchange> exchange);
 
   ServerOptions options_;
   std::atomic<Engine*> engine_{nullptr};

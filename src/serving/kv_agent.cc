@@ -1,0 +1,205 @@
+#include "serving/kv_agent.h"
+
+#include <nlohmann/json.hpp>
+
+#include "base/logging.h"
+#include "serving/http_client.h"
+
+namespace tetra::serving {
+
+StatusOr<ServeRole> ParseServeRole(const std::string& name) {
+  if (name == "both") return ServeRole::kBoth;
+  if (name == "prefill") return ServeRole::kPrefill;
+  if (name == "decode") return ServeRole::kDecode;
+  return Status::Errorf("unknown role '{}': expected both, prefill or decode", name);
+}
+
+const char* ServeRoleName(ServeRole role) {
+  switch (role) {
+    case ServeRole::kBoth: return "both";
+    case ServeRole::kPrefill: return "prefill";
+    case ServeRole::kDecode: return "decode";
+  }
+  return "?";
+}
+
+StatusOr<std::unique_ptr<KvAgent>> KvAgent::Create(const KvAgentOptions& options) {
+  std::unique_ptr<KvAgent> agent(new KvAgent(options));
+  if (options.role == ServeRole::kDecode) {
+    transport::TransportOptions t;
+    t.num_streams = options.num_streams;
+    TETRA_ASSIGN_OR_RETURN(agent->receiver_, transport::TransferReceiver::Listen(options.kv_host, options.kv_port, t));
+  }
+  return agent;
+}
+
+KvAgent::KvAgent(const KvAgentOptions& options) : options_(options) {
+  for (int i = 0; i < std::max(1, options.num_workers); ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+KvAgent::~KvAgent() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& w : workers_) w.join();
+  receiver_.reset();  // fails what is still expected (the engine is gone or stopped by now)
+}
+
+KvAgentStats KvAgent::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+std::string KvAgent::ExportPeer(const std::string& host, int port, uint64_t transfer_id, const std::string& format) {
+  return fmt::format("{}:{}/{}|{}", host, port, transfer_id, format);
+}
+
+void KvAgent::Post(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void KvAgent::WorkerLoop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, nothing left
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+// ------------------------------------------------------------------ decode
+
+void KvAgent::OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) {
+  if (receiver_ == nullptr) {
+    engine_->KvArrived(request_id, Status::Error("this instance does not receive KV (not --role decode)"));
+    return;
+  }
+  Engine* engine = engine_;
+  const Status expected = receiver_->Expect(request_id, layout.chunks,
+                                            transport::Clock::now() + options_.transfer_timeout,
+                                            [this, engine, request_id](Status status) {
+                                              {
+                                                std::lock_guard<std::mutex> lock(mu_);
+                                                ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
+                                                if (!status.ok()) ++stats_.fallbacks;
+                                              }
+                                              if (!status.ok()) {
+                                                TETRA_LOG_WARN("request {}: KV handoff failed ({}); prefilling here",
+                                                               request_id, status.message());
+                                              }
+                                              engine->KvArrived(request_id, std::move(status));
+                                            });
+  if (!expected.ok()) {
+    engine_->KvArrived(request_id, expected);
+    return;
+  }
+  nlohmann::json body = {{"tokens", layout.tokens},
+                         {"kv_skip_tokens", layout.first_token},
+                         {"kv_host", options_.kv_host},
+                         {"kv_port", receiver_->port()},
+                         {"transfer_id", request_id},
+                         {"kv_format", layout.format}};
+  Post([this, request_id, url = layout.peer, text = body.dump()] { AskPrefill(request_id, url, text); });
+}
+
+void KvAgent::AskPrefill(uint64_t request_id, std::string url, std::string body) {
+  auto address = ParseHttpUrl(url);
+  Status status = address.status();
+  if (address.ok()) {
+    auto response = HttpCall("POST", address->first, address->second, "/internal/v1/prefill", body,
+                             options_.transfer_timeout);
+    status = response.status();
+    if (response.ok() && response->status != 200) {
+      status = Status::WithCode(StatusCode::kUnavailable,
+                                fmt::format("{} answered {}: {}", url, response->status, response->body));
+    }
+  }
+  // On success the transfer's own verdict has reached (or will reach) the
+  // engine; on failure the transfer is cancelled and the engine prefills here.
+  if (!status.ok()) {
+    TETRA_LOG_WARN("request {}: prefill at {} failed: {}", request_id, url, status.message());
+    receiver_->Cancel(request_id);
+  }
+}
+
+// ----------------------------------------------------------------- prefill
+
+transport::TransferSender& KvAgent::SenderFor(const std::string& host, int port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string key = fmt::format("{}:{}", host, port);
+  auto& sender = senders_[key];
+  if (!sender) {
+    transport::TransportOptions t;
+    t.num_streams = options_.num_streams;
+    sender = transport::TransferSender::Create(host, port, t);
+  }
+  return *sender;
+}
+
+void KvAgent::OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sending_[request_id] = true;
+  }
+  Post([this, request_id, layout] { Send(request_id, layout); });
+}
+
+void KvAgent::Send(uint64_t request_id, KvHandoffLayout layout) {
+  // kv_peer: "host:port/transfer_id|format" (ExportPeer).
+  Status status;
+  const size_t bar = layout.peer.find('|');
+  const std::string address = layout.peer.substr(0, bar);
+  const std::string format = bar == std::string::npos ? "" : layout.peer.substr(bar + 1);
+  const size_t slash = address.rfind('/');
+  const size_t colon = address.rfind(':', slash);
+  if (slash == std::string::npos || colon == std::string::npos) {
+    status = Status::Errorf("bad KV peer '{}'", layout.peer);
+  } else if (format != layout.format) {
+    status = Status::Errorf("KV format mismatch: the decode instance has '{}', this prefill instance '{}'", format,
+                            layout.format);
+  } else {
+    const std::string host = address.substr(0, colon);
+    const int port = std::atoi(address.substr(colon + 1, slash - colon - 1).c_str());
+    const uint64_t transfer_id = std::strtoull(address.c_str() + slash + 1, nullptr, 10);
+    auto out = SenderFor(host, port).Start(transfer_id);
+    int64_t bytes = 0;
+    for (size_t l = 0; l < layout.chunks.size(); ++l) {
+      transport::ChunkParts parts(layout.chunks[l].begin(), layout.chunks[l].end());
+      for (const auto& p : parts) bytes += static_cast<int64_t>(p.size());
+      out->Send(static_cast<uint32_t>(l), std::move(parts));
+    }
+    status = out->Finish(static_cast<uint32_t>(layout.chunks.size()),
+                         transport::Clock::now() + options_.transfer_timeout);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
+    if (status.ok()) stats_.bytes += bytes;
+  }
+  engine_->KvSent(request_id, status);
+  std::lock_guard<std::mutex> lock(mu_);
+  sending_.erase(request_id);
+  cv_.notify_all();
+}
+
+void KvAgent::OnKvCancel(uint64_t request_id) {
+  if (options_.role == ServeRole::kDecode) {
+    if (receiver_) receiver_->Cancel(request_id);
+    return;
+  }
+  // Prefill: a send reads the blocks until Finish returns (bounded by the
+  // transfer timeout); wait for it.
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return sending_.count(request_id) == 0; });
+}
+
+}  // namespace tetra::serving

@@ -1,0 +1,123 @@
+"""Prefill/decode disaggregation across real processes (doc/disaggregation.md).
+
+A `--role prefill` and a `--role decode` instance of `tetra serve`, and a
+`--role both` instance as the oracle. Requests go to the decode instance
+with the X-Tetra-Prefill header the router will set: prompts of at least
+--disagg-min-prompt-tokens are prefilled on the prefill instance, whose KV
+travels over the KV transport. Greedy output equals the single instance's;
+a prefill instance that is gone or dies mid-transfer costs a local prefill,
+never an answer; KV is free on both sides at the end.
+
+Prompt lengths avoid multiples of the KV block (64): there the last prompt
+token completes a block, and with the FP8 cache a single instance computing
+the prompt in one pass rounds that block differently (doc/disaggregation.md,
+"What equals what").
+"""
+import concurrent.futures
+import signal
+import time
+
+import httpx
+import pytest
+
+from conftest import Server
+
+
+def prompt_ids(n, seed=0):
+    return [(i * 37 + seed * 101 + 11) % 4000 + 100 for i in range(n)]
+
+
+def complete(server, prompt, max_tokens=16, prefill=None, timeout=120):
+    headers = {"X-Tetra-Prefill": prefill} if prefill else {}
+    r = httpx.post(server.base_url + "/v1/completions", headers=headers, timeout=timeout,
+                   json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]
+
+
+def wait_idle(server, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.metric("tetra:num_requests_running") == 0 and server.metric("tetra:kv_cache_usage_perc") == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not idle: {server.metrics()}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    prefill = Server("--role", "prefill", threads=1)
+    decode = Server("--role", "decode", threads=1)
+    single = Server(threads=1)
+    yield prefill, decode, single
+    for s in (decode, prefill, single):
+        s.stop()
+
+
+def exported(prefill):
+    return sum(v for k, v in prefill.metrics().items()
+               if k.startswith("tetra:request_success_total") and 'finished_reason="length"' in k)
+
+
+def test_greedy_through_prefill_and_decode_equals_one_instance(cluster):
+    prefill, decode, single = cluster
+    url = prefill.base_url
+    before = exported(prefill)
+    # Below the 64-token threshold (prefilled on the decode side), one block
+    # and a bit, several blocks, and one that shares a prefix with an earlier
+    # one (a prefix-cache hit on both sides).
+    lengths = [10, 70, 150, 301, 130]
+    for n in lengths:
+        p = prompt_ids(n, seed=0 if n != 130 else 0)
+        assert complete(decode, p, prefill=url) == complete(single, p), f"prompt of {n}"
+    assert exported(prefill) - before == 4  # every prompt from 64 tokens on went to the prefill instance
+    assert decode.metric("tetra:prefix_cache_hits_total") > 0
+    wait_idle(decode)
+    wait_idle(prefill)
+
+
+def test_chat_and_streaming_through_the_decode_instance(cluster):
+    prefill, decode, single = cluster
+    messages = [{"role": "user", "content": "Tell me about the sea. " * 12}]
+    body = {"messages": messages, "max_tokens": 12, "temperature": 0}
+    headers = {"X-Tetra-Prefill": prefill.base_url}
+    want = httpx.post(single.base_url + "/v1/chat/completions", json=body, timeout=60).json()
+    got = httpx.post(decode.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=60).json()
+    assert got["choices"][0]["message"]["content"] == want["choices"][0]["message"]["content"]
+    text = ""
+    with httpx.stream("POST", decode.base_url + "/v1/chat/completions", headers=headers, timeout=60,
+                      json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                import json
+                for choice in json.loads(line[6:])["choices"]:
+                    text += choice["delta"].get("content") or ""
+    assert text == want["choices"][0]["message"]["content"]
+
+
+def test_an_unreachable_prefill_instance_costs_a_local_prefill(cluster):
+    prefill, decode, single = cluster
+    p = prompt_ids(200, seed=3)
+    assert complete(decode, p, prefill="http://127.0.0.1:9") == complete(single, p)
+    assert complete(decode, prompt_ids(100, seed=4), prefill="not a url") == complete(single, prompt_ids(100, seed=4))
+    wait_idle(decode)
+
+
+def test_a_prefill_instance_killed_mid_load_loses_no_request():
+    prefill = Server("--role", "prefill", threads=1)
+    decode = Server("--role", "decode", threads=1)
+    try:
+        prompts = [prompt_ids(250 + 7 * i, seed=10 + i) for i in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(complete, decode, p, 24, prefill.base_url) for p in prompts]
+            time.sleep(0.5)
+            prefill.proc.send_signal(signal.SIGKILL)
+            texts = [f.result(timeout=180) for f in futures]
+        assert all(isinstance(t, str) and t for t in texts)
+        # New requests still work: prefilled locally while the prefill instance is gone.
+        assert complete(decode, prompt_ids(180, seed=99), prefill=prefill.base_url)
+        wait_idle(decode)
+    finally:
+        decode.stop()
+        prefill.proc.wait(timeout=10)
