@@ -9,6 +9,7 @@
 #include "cli/bench.h"
 #include "cli/commands.h"
 #include "cli/quantize.h"
+#include "cli/router.h"
 #include "cli/serve.h"
 
 int main(int argc, char** argv) {
@@ -35,6 +36,8 @@ int main(int argc, char** argv) {
   tetra::cli::AddBenchCommand(app, bench);
   tetra::cli::QuantizeFlags quantize;
   tetra::cli::AddQuantizeCommand(app, quantize);
+  tetra::cli::RouterFlags router;
+  tetra::cli::AddRouterCommand(app, router);
 
   try {
     app.parse(argc, argv);
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("perplexity")) code = tetra::cli::RunPerplexity(perplexity);
   if (app.got_subcommand("bench")) code = tetra::cli::RunBench(bench);
   if (app.got_subcommand("quantize")) code = tetra::cli::RunQuantize(quantize);
+  if (app.got_subcommand("router")) code = tetra::cli::RunRouter(router);
   std::fflush(stdout);
   return code;
 }

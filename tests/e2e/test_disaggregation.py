@@ -121,3 +121,73 @@ def test_a_prefill_instance_killed_mid_load_loses_no_request():
     finally:
         decode.stop()
         prefill.proc.wait(timeout=10)
+
+
+def router(*args):
+    """`tetra router` as a Server (it answers /health once a decode instance is healthy)."""
+    from conftest import TETRA, free_port
+    import subprocess
+    port = free_port()
+    log = open(f"/tmp/tetra-router-{port}.log", "wb")
+    proc = subprocess.Popen([TETRA, "router", "--port", str(port), "--health-interval", "0.2", *args],
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("tetra router did not become healthy")
+
+
+def test_the_router_is_one_openai_server_in_front_of_both_pools(cluster):
+    import openai
+    prefill, decode, single = cluster
+    proc, base = router("--prefill", prefill.base_url, "--decode", decode.base_url)
+    try:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        direct = openai.OpenAI(base_url=single.base_url + "/v1", api_key="unused")
+        name = client.models.list().data[0].id
+        for n in (90, 222):
+            p = prompt_ids(n, seed=20 + n)
+            got = client.completions.create(model=name, prompt=p, max_tokens=12, temperature=0).choices[0].text
+            want = direct.completions.create(model=name, prompt=p, max_tokens=12, temperature=0).choices[0].text
+            assert got == want
+        messages = [{"role": "user", "content": "Name three colours. " * 8}]
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=name, messages=messages, max_tokens=10, temperature=0, stream=True))
+        want = direct.chat.completions.create(model=name, messages=messages, max_tokens=10,
+                                              temperature=0).choices[0].message.content
+        assert streamed == want
+        # Errors come through as the decode instance's own.
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model=name, prompt="x", max_tokens=-1)
+        metrics = httpx.get(base + "/metrics").text
+        assert "tetra:router_prefill_assigned_total 4" in metrics, metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_the_router_without_a_live_decode_instance_answers_503_not_a_hang():
+    prefill = Server("--role", "prefill", threads=1)
+    decode = Server("--role", "decode", threads=1)
+    proc, base = router("--prefill", prefill.base_url, "--decode", decode.base_url)
+    try:
+        decode.proc.send_signal(signal.SIGKILL)
+        decode.proc.wait(timeout=10)
+        r = httpx.post(base + "/v1/completions", json={"prompt": "Hello", "max_tokens": 4}, timeout=30)
+        assert r.status_code in (502, 503), r.text
+        assert "error" in r.json()
+        deadline = time.time() + 10
+        while httpx.get(base + "/health", timeout=5).status_code != 503:
+            assert time.time() < deadline, "the dead decode instance stayed in rotation"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        prefill.stop()

@@ -1,0 +1,326 @@
+#include "serving/router.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <limits>
+
+#include "base/logging.h"
+#include "serving/http_client.h"
+
+namespace tetra::serving {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+struct Router::Io {
+  net::io_context ioc;
+  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  std::thread thread;
+};
+
+namespace {
+
+constexpr const char* kJson = "application/json";
+
+std::string ErrorJson(const std::string& type, const std::string& message) {
+  // Escapes what JSON needs; the messages are ours (no control characters beyond these).
+  std::string escaped;
+  for (char c : message) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    escaped += c == '\n' ? ' ' : c;
+  }
+  return fmt::format(R"({{"error":{{"message":"{}","type":"{}","param":null,"code":null}}}})", escaped, type);
+}
+
+// One request relayed to an instance and its answer back, on its own strand.
+class Relay : public std::enable_shared_from_this<Relay> {
+ public:
+  Relay(net::io_context& ioc, Router::Instance* target, Router::Instance* prefill, HttpRequest request,
+        std::shared_ptr<HttpExchange> exchange, std::function<Router::Instance*(Router::Instance*)> fallback)
+      : ioc_(ioc),
+        strand_(net::make_strand(ioc)),
+        resolver_(strand_),
+        stream_(strand_),
+        target_(target),
+        prefill_(prefill),
+        request_(std::move(request)),
+        exchange_(std::move(exchange)),
+        fallback_(std::move(fallback)) {
+    target_->in_flight.fetch_add(1);
+    target_->requests.fetch_add(1);
+    if (prefill_ != nullptr) {  // the request's prompt is there while this relay lives (or shorter)
+      prefill_->in_flight.fetch_add(1);
+      prefill_->requests.fetch_add(1);
+    }
+  }
+  ~Relay() {
+    target_->in_flight.fetch_sub(1);
+    if (prefill_ != nullptr) prefill_->in_flight.fetch_sub(1);
+  }
+
+  void Start() {
+    std::weak_ptr<Relay> weak = weak_from_this();
+    exchange_->OnDisconnect([weak] {
+      if (auto self = weak.lock()) {
+        // The client left: close upstream, which the instance sees as a disconnect (it aborts the request).
+        net::post(self->strand_, [self] {
+          beast::error_code ignored;
+          self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+          self->stream_.close();
+        });
+      }
+    });
+    net::post(strand_, [self = shared_from_this()] { self->Resolve(); });
+  }
+
+ private:
+  void Resolve() {
+    resolver_.async_resolve(target_->host, std::to_string(target_->port),
+                            [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
+                              if (ec) return self->FailBeforeAnswer(ec);
+                              self->stream_.expires_after(std::chrono::seconds(10));
+                              self->stream_.async_connect(results, [self](beast::error_code ec2, auto) {
+                                if (ec2) return self->FailBeforeAnswer(ec2);
+                                self->Send();
+                              });
+                            });
+  }
+
+  void Send() {
+    upstream_ = {request_.method == "GET" ? http::verb::get : http::verb::post, request_.path, 11};
+    upstream_.set(http::field::host, fmt::format("{}:{}", target_->host, target_->port));
+    if (!request_.authorization.empty()) upstream_.set(http::field::authorization, request_.authorization);
+    if (prefill_ != nullptr) upstream_.set("X-Tetra-Prefill", prefill_->url);
+    if (request_.method != "GET") {
+      upstream_.set(http::field::content_type, kJson);
+      upstream_.body() = request_.body;
+      upstream_.prepare_payload();
+    }
+    stream_.expires_never();  // a generation takes as long as it takes; a dead peer closes the socket
+    http::async_write(stream_, upstream_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->FailBeforeAnswer(ec);
+      // No limit: a stream is as long as its generation (not boost::none, which
+      // Boost 1.74 compares as smaller than any length).
+      self->parser_.body_limit(std::numeric_limits<std::uint64_t>::max());
+      http::async_read_header(self->stream_, self->buffer_, self->parser_, [self](beast::error_code ec2, size_t) {
+        if (ec2) return self->FailBeforeAnswer(ec2);
+        self->OnHeader();
+      });
+    });
+  }
+
+  void OnHeader() {
+    status_ = static_cast<int>(parser_.get().result_int());
+    content_type_ = std::string(parser_.get()[http::field::content_type]);
+    streaming_ = content_type_.rfind("text/event-stream", 0) == 0;
+    if (streaming_) exchange_->StartStream(status_, content_type_);
+    ReadSome();
+  }
+
+  void ReadSome() {
+    if (parser_.is_done()) return Done();
+    parser_.get().body().data = chunk_;
+    parser_.get().body().size = sizeof(chunk_);
+    http::async_read(stream_, buffer_, parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec == http::error::need_buffer) ec = {};
+      const size_t got = sizeof(self->chunk_) - self->parser_.get().body().size;
+      if (got > 0) {
+        if (self->streaming_) {
+          self->exchange_->Write(std::string(self->chunk_, got));
+        } else {
+          self->body_.append(self->chunk_, got);
+        }
+      }
+      if (ec) return self->FailMidAnswer(ec);
+      self->ReadSome();
+    });
+  }
+
+  void Done() {
+    if (streaming_) {
+      exchange_->End();
+    } else {
+      exchange_->Respond(status_, content_type_.empty() ? kJson : content_type_, std::move(body_));
+    }
+    Close();
+  }
+
+  // Nothing reached the client yet: try another instance once, else 502.
+  void FailBeforeAnswer(beast::error_code ec) {
+    target_->failures.fetch_add(1);
+    TETRA_LOG_WARN("router: {} failed: {}", target_->url, ec.message());
+    if (!retried_ && fallback_) {
+      if (Router::Instance* other = fallback_(target_)) {
+        retried_ = true;
+        auto next = std::make_shared<Relay>(ioc_, other, prefill_,
+                                            std::move(request_), exchange_, nullptr);
+        next->retried_ = true;
+        next->Start();
+        return;
+      }
+    }
+    exchange_->Respond(502, kJson,
+                       ErrorJson("server_error", fmt::format("the decode instance {} is unreachable ({})", target_->url,
+                                                             ec.message())));
+  }
+
+  // The answer was under way: end it with an error the client can see.
+  void FailMidAnswer(beast::error_code ec) {
+    target_->failures.fetch_add(1);
+    if (streaming_) {
+      exchange_->Write("data: " + ErrorJson("server_error", fmt::format("the decode instance {} failed mid-answer ({})",
+                                                                        target_->url, ec.message())) +
+                       "\n\n");
+      exchange_->End();
+    } else {
+      exchange_->Respond(502, kJson, ErrorJson("server_error", fmt::format("the decode instance {} failed ({})",
+                                                                           target_->url, ec.message())));
+    }
+    Close();
+  }
+
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  net::io_context& ioc_;
+  net::strand<net::io_context::executor_type> strand_;
+  tcp::resolver resolver_;
+  beast::tcp_stream stream_;
+  Router::Instance* target_;
+  Router::Instance* prefill_;  // nullptr: no prefill instance (the decode instance prefills)
+  HttpRequest request_;
+  std::shared_ptr<HttpExchange> exchange_;
+  std::function<Router::Instance*(Router::Instance*)> fallback_;
+  bool retried_ = false;
+  http::request<http::string_body> upstream_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::buffer_body> parser_;
+  char chunk_[16384];
+  int status_ = 0;
+  std::string content_type_;
+  bool streaming_ = false;
+  std::string body_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& options) {
+  if (options.decode_urls.empty()) return Status::Error("tetra router: give at least one --decode URL");
+  std::unique_ptr<Router> router(new Router(options));
+  for (const auto* list : {&options.prefill_urls, &options.decode_urls}) {
+    for (const std::string& url : *list) {
+      TETRA_ASSIGN_OR_RETURN(auto address, ParseHttpUrl(url));
+      auto instance = std::make_unique<Instance>();
+      instance->url = url;
+      instance->host = address.first;
+      instance->port = address.second;
+      instance->is_decode = list == &options.decode_urls;
+      router->instances_.push_back(std::move(instance));
+    }
+  }
+  router->io_->thread = std::thread([r = router.get()] { r->io_->ioc.run(); });
+  router->health_ = std::thread([r = router.get()] { r->HealthLoop(); });
+  return router;
+}
+
+Router::Router(const RouterOptions& options) : options_(options), io_(std::make_unique<Io>()) {}
+
+Router::~Router() {
+  stopping_ = true;
+  if (health_.joinable()) health_.join();
+  io_->work.reset();
+  io_->ioc.stop();
+  if (io_->thread.joinable()) io_->thread.join();
+}
+
+Router::Instance* Router::Pick(bool decode) {
+  Instance* best = nullptr;
+  for (auto& i : instances_) {
+    if (i->is_decode != decode || !i->healthy.load()) continue;
+    if (best == nullptr || i->in_flight.load() < best->in_flight.load()) best = i.get();
+  }
+  return best;
+}
+
+void Router::HealthLoop() {
+  while (!stopping_.load()) {
+    for (auto& i : instances_) {
+      auto r = HttpCall("GET", i->host, i->port, "/health", "", std::chrono::milliseconds(1000));
+      const bool healthy = r.ok() && r->status == 200;
+      if (healthy != i->healthy.load()) {
+        TETRA_LOG_WARN("router: {} is {}", i->url, healthy ? "back" : "down");
+        i->healthy.store(healthy);
+      }
+    }
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(static_cast<int>(options_.health_interval_seconds * 1000));
+    while (!stopping_.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+std::string Router::Metrics() const {
+  std::string out;
+  out += "# HELP tetra:router_requests_total Requests relayed to decode instances.\n";
+  out += "# TYPE tetra:router_requests_total counter\n";
+  out += fmt::format("tetra:router_requests_total {}\n", requests_total_.load());
+  out += "# HELP tetra:router_requests_failed_total Requests answered with an error by the router itself.\n";
+  out += "# TYPE tetra:router_requests_failed_total counter\n";
+  out += fmt::format("tetra:router_requests_failed_total {}\n", requests_failed_.load());
+  out += "# HELP tetra:router_prefill_assigned_total Requests sent with a prefill instance.\n";
+  out += "# TYPE tetra:router_prefill_assigned_total counter\n";
+  out += fmt::format("tetra:router_prefill_assigned_total {}\n", prefill_assigned_.load());
+  out += "# HELP tetra:router_instance_healthy 1 while the instance answers /health.\n";
+  out += "# TYPE tetra:router_instance_healthy gauge\n";
+  for (const auto& i : instances_) {
+    out += fmt::format("tetra:router_instance_healthy{{url=\"{}\",role=\"{}\"}} {}\n", i->url,
+                       i->is_decode ? "decode" : "prefill", i->healthy.load() ? 1 : 0);
+  }
+  out += "# HELP tetra:router_instance_requests_in_flight Requests the router has at the instance now.\n";
+  out += "# TYPE tetra:router_instance_requests_in_flight gauge\n";
+  for (const auto& i : instances_) {
+    out += fmt::format("tetra:router_instance_requests_in_flight{{url=\"{}\",role=\"{}\"}} {}\n", i->url,
+                       i->is_decode ? "decode" : "prefill", i->in_flight.load());
+  }
+  return out;
+}
+
+void Router::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
+  const std::string& path = request.path;
+  if (path == "/health") {
+    return Pick(true) != nullptr ? exchange->Respond(200, kJson, R"({"status":"ok"})")
+                                 : exchange->Respond(503, kJson, R"({"status":"no healthy decode instance"})");
+  }
+  if (path == "/metrics") return exchange->Respond(200, "text/plain; version=0.0.4; charset=utf-8", Metrics());
+  const bool generation = path == "/v1/completions" || path == "/v1/chat/completions";
+  if (!generation && path != "/v1/models") {
+    return exchange->Respond(404, kJson, ErrorJson("not_found_error", fmt::format("no route {} {}", request.method, path)));
+  }
+  Instance* decode = Pick(true);
+  if (decode == nullptr) {
+    requests_failed_.fetch_add(1);
+    return exchange->Respond(503, kJson, ErrorJson("server_error", "no decode instance is healthy; retry shortly"));
+  }
+  Instance* prefill = nullptr;
+  if (generation) {
+    requests_total_.fetch_add(1);
+    prefill = Pick(false);
+    if (prefill != nullptr) prefill_assigned_.fetch_add(1);
+  }
+  auto fallback = [this](Instance* failed) -> Instance* {
+    failed->healthy.store(false);  // until the health checker sees it again
+    return Pick(true);
+  };
+  std::make_shared<Relay>(io_->ioc, decode, prefill, std::move(request), std::move(exchange), fallback)->Start();
+}
+
+}  // namespace tetra::serving
