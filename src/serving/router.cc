@@ -127,7 +127,9 @@ class Relay : public std::enable_shared_from_this<Relay> {
     if (parser_.is_done()) return Done();
     parser_.get().body().data = chunk_;
     parser_.get().body().size = sizeof(chunk_);
-    http::async_read(stream_, buffer_, parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    // read_some: back as soon as some body arrived, so an SSE stream's events
+    // go on at once (async_read would wait for the buffer to fill).
+    http::async_read_some(stream_, buffer_, parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec == http::error::need_buffer) ec = {};
       const size_t got = sizeof(self->chunk_) - self->parser_.get().body().size;
       if (got > 0) {

@@ -163,11 +163,20 @@ def test_the_router_is_one_openai_server_in_front_of_both_pools(cluster):
         want = direct.chat.completions.create(model=name, messages=messages, max_tokens=10,
                                               temperature=0).choices[0].message.content
         assert streamed == want
+        # Streamed as generated, not buffered: the first and last events arrive apart.
+        times = []
+        with httpx.stream("POST", base + "/v1/completions", timeout=60,
+                          json={"prompt": prompt_ids(100, seed=7), "max_tokens": 32, "temperature": 0,
+                                "ignore_eos": True, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    times.append(time.perf_counter())
+        assert len(times) >= 16 and times[-1] - times[0] > 0.05, (len(times), times[-1] - times[0])
         # Errors come through as the decode instance's own.
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model=name, prompt="x", max_tokens=-1)
         metrics = httpx.get(base + "/metrics").text
-        assert "tetra:router_prefill_assigned_total 4" in metrics, metrics
+        assert "tetra:router_prefill_assigned_total 5" in metrics, metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
