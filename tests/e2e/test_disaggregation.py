@@ -2,8 +2,8 @@
 
 A `--role prefill` and a `--role decode` instance of `tetra serve`, and a
 `--role both` instance as the oracle. Requests go to the decode instance
-with the X-Tetra-Prefill header the router will set: prompts of at least
---disagg-min-prompt-tokens are prefilled on the prefill instance, whose KV
+with the X-Tetra-Prefill header the router sets: prompts of at least
+--disagg-min-prompt-tokens (64 here) are prefilled on the prefill instance, whose KV
 travels over the KV transport. Greedy output equals the single instance's;
 a prefill instance that is gone or dies mid-transfer costs a local prefill,
 never an answer; KV is free on both sides at the end.
@@ -47,7 +47,7 @@ def wait_idle(server, timeout=30):
 @pytest.fixture(scope="module")
 def cluster():
     prefill = Server("--role", "prefill", threads=1)
-    decode = Server("--role", "decode", threads=1)
+    decode = Server("--role", "decode", "--disagg-min-prompt-tokens", "64", threads=1)
     single = Server(threads=1)
     yield prefill, decode, single
     for s in (decode, prefill, single):
@@ -106,7 +106,7 @@ def test_an_unreachable_prefill_instance_costs_a_local_prefill(cluster):
 
 def test_a_prefill_instance_killed_mid_load_loses_no_request():
     prefill = Server("--role", "prefill", threads=1)
-    decode = Server("--role", "decode", threads=1)
+    decode = Server("--role", "decode", "--disagg-min-prompt-tokens", "64", threads=1)
     try:
         prompts = [prompt_ids(250 + 7 * i, seed=10 + i) for i in range(8)]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
