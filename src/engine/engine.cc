@@ -399,6 +399,13 @@ class EngineImpl : public Engine {
       }
       if (event.request_finished) {
         state.usage.cached_prompt_tokens = event.cached_prompt_tokens;
+        // An export's prompt is its whole product: it counts when the KV is
+        // sent, as others' count at their first token.
+        if (!state.has_first_token && state.params.kv_handoff == EngineRequest::KvHandoff::kExport &&
+            event.error.ok()) {
+          std::lock_guard<std::mutex> lock(metrics_mu_);
+          counters_.prompt_tokens += state.usage.prompt_tokens;
+        }
         update.finished = true;
         update.error = event.error;
         e2e_.Observe(Seconds(now - state.arrival));

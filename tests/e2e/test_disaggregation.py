@@ -71,6 +71,7 @@ def test_greedy_through_prefill_and_decode_equals_one_instance(cluster):
         p = prompt_ids(n, seed=0 if n != 130 else 0)
         assert complete(decode, p, prefill=url) == complete(single, p), f"prompt of {n}"
     assert exported(prefill) - before == 4  # every prompt from 64 tokens on went to the prefill instance
+    assert prefill.metric("tetra:prompt_tokens_total") >= 69 + 149 + 300  # exports count their prompts
     assert decode.metric("tetra:prefix_cache_hits_total") > 0
     wait_idle(decode)
     wait_idle(prefill)
