@@ -154,7 +154,7 @@ def start_disaggregated(args):
     procs = [Proc(pinned(0, [args.tetra, "serve", "-m", args.model, "--port", str(pp), "-t", "1", "--role", "prefill",
                              *args.tetra_args.split()]), pp, "/tmp/disagg-bench-prefill.log"),
              Proc(pinned(1, [args.tetra, "serve", "-m", args.model, "--port", str(dp), "-t", "1", "--role", "decode",
-                             *args.tetra_args.split()]), dp, "/tmp/disagg-bench-decode.log")]
+                             *args.tetra_args.split(), *args.decode_args.split()]), dp, "/tmp/disagg-bench-decode.log")]
     procs.append(Proc(pinned(1, [args.tetra, "router", "--port", str(rp), "--prefill", f"http://127.0.0.1:{pp}",
                                  "--decode", f"http://127.0.0.1:{dp}"]), rp, "/tmp/disagg-bench-router.log"))
     return procs, f"http://127.0.0.1:{rp}"
@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--tetra", default="build/tetra")
     ap.add_argument("-m", "--model", required=True)
     ap.add_argument("--tetra-args", default="", help="extra flags for every tetra serve")
+    ap.add_argument("--decode-args", default="", help="extra flags for the decode instance only")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--chat", type=int, default=4)
     ap.add_argument("--chat-prompt", type=int, default=100)
