@@ -147,7 +147,10 @@ int RunServe(const ServeFlags& f) {
     stop_io();
     return Fail(engine.status().message());
   }
-  if (kv_agent) kv_agent->Attach(engine->get());
+  if (kv_agent) {
+    kv_agent->Attach(engine->get());
+    api.AttachKvAgent(kv_agent.get());
+  }
   api.Attach(engine->get());
 
   const std::string shown_host = f.host == "0.0.0.0" || f.host == "::" ? "127.0.0.1" : f.host;
@@ -181,9 +184,9 @@ int RunServe(const ServeFlags& f) {
   }
   (*engine)->Shutdown();  // cancels what is left; each call gets its last update
   api.WaitForCalls(5);
-  kv_agent.reset();  // its workers end before the engine they call goes
   http.Stop(5);
   io.join();
+  kv_agent.reset();  // its workers end before the engine they call goes (and after /metrics stopped reading it)
   return 0;
 }
 

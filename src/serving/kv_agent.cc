@@ -52,6 +52,23 @@ KvAgentStats KvAgent::stats() const {
   return stats_;
 }
 
+std::string RenderKvAgentMetrics(const KvAgent& agent, const std::string& model_name) {
+  const KvAgentStats s = agent.stats();
+  const std::string labels = fmt::format("model_name=\"{}\",role=\"{}\"", model_name, ServeRoleName(agent.options().role));
+  std::string out;
+  out += "# HELP tetra:kv_transfer_bytes_total KV bytes sent (prefill) or received (decode) by the KV transport.\n";
+  out += "# TYPE tetra:kv_transfer_bytes_total counter\n";
+  out += fmt::format("tetra:kv_transfer_bytes_total{{{}}} {}\n", labels, s.bytes);
+  out += "# HELP tetra:kv_transfers_total KV transfers that ended, by result.\n";
+  out += "# TYPE tetra:kv_transfers_total counter\n";
+  out += fmt::format("tetra:kv_transfers_total{{{},result=\"ok\"}} {}\n", labels, s.transfers_ok);
+  out += fmt::format("tetra:kv_transfers_total{{{},result=\"failed\"}} {}\n", labels, s.transfers_failed);
+  out += "# HELP tetra:kv_transfer_fallbacks_total Requests prefilled on the decode instance after a failed handoff.\n";
+  out += "# TYPE tetra:kv_transfer_fallbacks_total counter\n";
+  out += fmt::format("tetra:kv_transfer_fallbacks_total{{{}}} {}\n", labels, s.fallbacks);
+  return out;
+}
+
 std::string KvAgent::ExportPeer(const std::string& host, int port, uint64_t transfer_id, const std::string& format) {
   return fmt::format("{}:{}/{}|{}", host, port, transfer_id, format);
 }
@@ -86,12 +103,17 @@ void KvAgent::OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) {
     return;
   }
   Engine* engine = engine_;
+  int64_t bytes = 0;
+  for (const auto& chunk : layout.chunks) {
+    for (const auto& part : chunk) bytes += static_cast<int64_t>(part.size());
+  }
   const Status expected = receiver_->Expect(request_id, layout.chunks,
                                             transport::Clock::now() + options_.transfer_timeout,
-                                            [this, engine, request_id](Status status) {
+                                            [this, engine, request_id, bytes](Status status) {
                                               {
                                                 std::lock_guard<std::mutex> lock(mu_);
                                                 ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
+                                                if (status.ok()) stats_.bytes += bytes;
                                                 if (!status.ok()) ++stats_.fallbacks;
                                               }
                                               if (!status.ok()) {

@@ -56,6 +56,10 @@ struct KvAgentStats {
   int64_t fallbacks = 0;  // decode: prefilled locally after a failed handoff
 };
 
+class KvAgent;
+// Prometheus text of the agent's counters (doc/metrics.md), for /metrics.
+std::string RenderKvAgentMetrics(const KvAgent& agent, const std::string& model_name);
+
 class KvAgent : public KvHandoffHandler {
  public:
   static StatusOr<std::unique_ptr<KvAgent>> Create(const KvAgentOptions& options);

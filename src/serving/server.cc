@@ -490,7 +490,8 @@ void OpenAiServer::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> e
   }
   if (path == "/metrics") {
     if (!is_get) return method_not_allowed("GET");
-    const std::string text = engine ? RenderPrometheus(engine->metrics(), options_.served_model_name) : "";
+    std::string text = engine ? RenderPrometheus(engine->metrics(), options_.served_model_name) : "";
+    if (const KvAgent* agent = kv_agent_.load()) text += RenderKvAgentMetrics(*agent, options_.served_model_name);
     return exchange->Respond(200, "text/plain; version=0.0.4; charset=utf-8", text);
   }
   if (path == "/internal/v1/prefill" && options_.role == ServeRole::kPrefill) {

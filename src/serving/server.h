@@ -46,6 +46,9 @@ class OpenAiServer {
   // The engine serving requests (it and its model outlive this server's use
   // of them). Until then /health answers 503 and /v1/* 503.
   void Attach(Engine* engine);
+  // The KV agent of a prefill or decode instance, for /metrics (it outlives
+  // this server's use of it).
+  void AttachKvAgent(const KvAgent* agent) { kv_agent_.store(agent); }
   // Refuse new generation requests (503) from now on; calls in flight go on.
   void StopTakingRequests();
 
@@ -66,6 +69,7 @@ class OpenAiServer {
 
   ServerOptions options_;
   std::atomic<Engine*> engine_{nullptr};
+  std::atomic<const KvAgent*> kv_agent_{nullptr};
   std::atomic<bool> taking_requests_{true};
   std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> next_call_id_{1};

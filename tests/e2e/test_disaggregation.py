@@ -72,6 +72,10 @@ def test_greedy_through_prefill_and_decode_equals_one_instance(cluster):
         assert complete(decode, p, prefill=url) == complete(single, p), f"prompt of {n}"
     assert exported(prefill) - before == 4  # every prompt from 64 tokens on went to the prefill instance
     assert prefill.metric("tetra:prompt_tokens_total") >= 69 + 149 + 300  # exports count their prompts
+    sent = prefill.metric("tetra:kv_transfer_bytes_total")
+    assert sent > 0 and sent == decode.metric("tetra:kv_transfer_bytes_total")
+    ok = lambda s: sum(v for k, v in s.metrics().items() if k.startswith("tetra:kv_transfers_total") and "ok" in k)
+    assert ok(prefill) == ok(decode) == 4
     assert decode.metric("tetra:prefix_cache_hits_total") > 0
     wait_idle(decode)
     wait_idle(prefill)
