@@ -4,6 +4,7 @@
 
 #include "base/logging.h"
 #include "serving/http_client.h"
+#include "serving/prometheus.h"
 
 namespace tetra::serving {
 
@@ -54,19 +55,16 @@ KvAgentStats KvAgent::stats() const {
 
 std::string RenderKvAgentMetrics(const KvAgent& agent, const std::string& model_name) {
   const KvAgentStats s = agent.stats();
-  const std::string labels = fmt::format("model_name=\"{}\",role=\"{}\"", model_name, ServeRoleName(agent.options().role));
-  std::string out;
-  out += "# HELP tetra:kv_transfer_bytes_total KV bytes sent (prefill) or received (decode) by the KV transport.\n";
-  out += "# TYPE tetra:kv_transfer_bytes_total counter\n";
-  out += fmt::format("tetra:kv_transfer_bytes_total{{{}}} {}\n", labels, s.bytes);
-  out += "# HELP tetra:kv_transfers_total KV transfers that ended, by result.\n";
-  out += "# TYPE tetra:kv_transfers_total counter\n";
-  out += fmt::format("tetra:kv_transfers_total{{{},result=\"ok\"}} {}\n", labels, s.transfers_ok);
-  out += fmt::format("tetra:kv_transfers_total{{{},result=\"failed\"}} {}\n", labels, s.transfers_failed);
-  out += "# HELP tetra:kv_transfer_fallbacks_total Requests prefilled on the decode instance after a failed handoff.\n";
-  out += "# TYPE tetra:kv_transfer_fallbacks_total counter\n";
-  out += fmt::format("tetra:kv_transfer_fallbacks_total{{{}}} {}\n", labels, s.fallbacks);
-  return out;
+  PrometheusWriter w(PrometheusLabel("model_name", model_name) + "," +
+                     PrometheusLabel("role", ServeRoleName(agent.options().role)));
+  w.Counter("kv_transfer_bytes_total", static_cast<double>(s.bytes),
+            "KV bytes sent (prefill) or received (decode) by the KV transport.");
+  w.Header("kv_transfers_total", "counter", "KV transfers that ended, by result.");
+  w.Sample("kv_transfers_total", static_cast<double>(s.transfers_ok), R"(result="ok")");
+  w.Sample("kv_transfers_total", static_cast<double>(s.transfers_failed), R"(result="failed")");
+  w.Counter("kv_transfer_fallbacks_total", static_cast<double>(s.fallbacks),
+            "Requests prefilled on the decode instance after a failed handoff.");
+  return w.Take();
 }
 
 std::string KvAgent::ExportPeer(const std::string& host, int port, uint64_t transfer_id, const std::string& format) {

@@ -8,10 +8,16 @@
 namespace tetra::serving {
 namespace {
 
-// A label value with Prometheus' escapes: backslash, double quote, newline.
-std::string EscapeLabel(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
+std::string Number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);  // shortest representation that round-trips
+}
+
+}  // namespace
+
+std::string PrometheusLabel(std::string_view name, std::string_view value) {
+  std::string out = fmt::format("{}=\"", name);
   for (char c : value) {
     if (c == '\\') {
       out += "\\\\";
@@ -23,57 +29,38 @@ std::string EscapeLabel(std::string_view value) {
       out += c;
     }
   }
-  return out;
+  return out + "\"";
 }
 
-std::string Number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  return fmt::format("{}", v);  // shortest representation that round-trips
+void PrometheusWriter::Header(std::string_view name, std::string_view type, std::string_view help) {
+  fmt::format_to(std::back_inserter(out_), "# HELP tetra:{} {}\n# TYPE tetra:{} {}\n", name, help, name, type);
 }
 
-class Writer {
- public:
-  explicit Writer(const std::string& model_name) : label_(fmt::format("model_name=\"{}\"", EscapeLabel(model_name))) {}
+void PrometheusWriter::Sample(std::string_view name, double value, std::string_view extra_labels) {
+  if (labels_.empty() && extra_labels.empty()) {
+    fmt::format_to(std::back_inserter(out_), "tetra:{} {}\n", name, Number(value));
+    return;
+  }
+  const char* comma = labels_.empty() || extra_labels.empty() ? "" : ",";
+  fmt::format_to(std::back_inserter(out_), "tetra:{}{{{}{}{}}} {}\n", name, labels_, comma, extra_labels,
+                 Number(value));
+}
 
-  void Header(std::string_view name, std::string_view type, std::string_view help) {
-    fmt::format_to(std::back_inserter(out_), "# HELP tetra:{} {}\n# TYPE tetra:{} {}\n", name, help, name, type);
+void PrometheusWriter::Histo(std::string_view name, const Histogram::Snapshot& h, std::string_view help) {
+  Header(name, "histogram", help);
+  const std::string bucket = fmt::format("{}_bucket", name);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < h.upper_bounds.size(); ++i) {
+    cumulative += i < h.counts.size() ? h.counts[i] : 0;
+    Sample(bucket, static_cast<double>(cumulative), fmt::format("le=\"{}\"", Number(h.upper_bounds[i])));
   }
-  void Sample(std::string_view name, double value, std::string_view extra_labels = "") {
-    fmt::format_to(std::back_inserter(out_), "tetra:{}{{{}{}{}}} {}\n", name, label_, extra_labels.empty() ? "" : ",",
-                   extra_labels, Number(value));
-  }
-  void Gauge(std::string_view name, double value, std::string_view help) {
-    Header(name, "gauge", help);
-    Sample(name, value);
-  }
-  void Counter(std::string_view name, double value, std::string_view help) {
-    Header(name, "counter", help);
-    Sample(name, value);
-  }
-  void Histo(std::string_view name, const Histogram::Snapshot& h, std::string_view help) {
-    Header(name, "histogram", help);
-    const std::string bucket = fmt::format("{}_bucket", name);
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i < h.upper_bounds.size(); ++i) {
-      cumulative += i < h.counts.size() ? h.counts[i] : 0;
-      Sample(bucket, static_cast<double>(cumulative), fmt::format("le=\"{}\"", Number(h.upper_bounds[i])));
-    }
-    Sample(bucket, static_cast<double>(h.count), "le=\"+Inf\"");
-    Sample(fmt::format("{}_sum", name), h.sum);
-    Sample(fmt::format("{}_count", name), static_cast<double>(h.count));
-  }
-  std::string Take() { return std::move(out_); }
-
- private:
-  std::string label_;
-  std::string out_;
-};
-
-}  // namespace
+  Sample(bucket, static_cast<double>(h.count), "le=\"+Inf\"");
+  Sample(fmt::format("{}_sum", name), h.sum);
+  Sample(fmt::format("{}_count", name), static_cast<double>(h.count));
+}
 
 std::string RenderPrometheus(const EngineMetrics& m, const std::string& model_name) {
-  Writer w(model_name);
+  PrometheusWriter w(PrometheusLabel("model_name", model_name));
   w.Gauge("num_requests_running", static_cast<double>(m.num_requests_running),
           "Requests with a sequence in the running batch.");
   w.Gauge("num_requests_waiting", static_cast<double>(m.num_requests_waiting),

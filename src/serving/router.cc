@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -10,6 +12,7 @@
 
 #include "base/logging.h"
 #include "serving/http_client.h"
+#include "serving/prometheus.h"
 
 namespace tetra::serving {
 
@@ -29,13 +32,7 @@ namespace {
 constexpr const char* kJson = "application/json";
 
 std::string ErrorJson(const std::string& type, const std::string& message) {
-  // Escapes what JSON needs; the messages are ours (no control characters beyond these).
-  std::string escaped;
-  for (char c : message) {
-    if (c == '"' || c == '\\') escaped += '\\';
-    escaped += c == '\n' ? ' ' : c;
-  }
-  return fmt::format(R"({{"error":{{"message":"{}","type":"{}","param":null,"code":null}}}})", escaped, type);
+  return nlohmann::json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}}}}.dump();
 }
 
 // One request relayed to an instance and its answer back, on its own strand.
@@ -271,29 +268,23 @@ void Router::HealthLoop() {
 }
 
 std::string Router::Metrics() const {
-  std::string out;
-  out += "# HELP tetra:router_requests_total Requests relayed to decode instances.\n";
-  out += "# TYPE tetra:router_requests_total counter\n";
-  out += fmt::format("tetra:router_requests_total {}\n", requests_total_.load());
-  out += "# HELP tetra:router_requests_failed_total Requests answered with an error by the router itself.\n";
-  out += "# TYPE tetra:router_requests_failed_total counter\n";
-  out += fmt::format("tetra:router_requests_failed_total {}\n", requests_failed_.load());
-  out += "# HELP tetra:router_prefill_assigned_total Requests sent with a prefill instance.\n";
-  out += "# TYPE tetra:router_prefill_assigned_total counter\n";
-  out += fmt::format("tetra:router_prefill_assigned_total {}\n", prefill_assigned_.load());
-  out += "# HELP tetra:router_instance_healthy 1 while the instance answers /health.\n";
-  out += "# TYPE tetra:router_instance_healthy gauge\n";
+  PrometheusWriter w;
+  w.Counter("router_requests_total", static_cast<double>(requests_total_.load()),
+            "Requests relayed to decode instances.");
+  w.Counter("router_requests_failed_total", static_cast<double>(requests_failed_.load()),
+            "Requests answered with an error by the router itself.");
+  w.Counter("router_prefill_assigned_total", static_cast<double>(prefill_assigned_.load()),
+            "Requests sent with a prefill instance.");
+  auto labels = [](const Instance& i) {
+    return PrometheusLabel("url", i.url) + "," + PrometheusLabel("role", i.is_decode ? "decode" : "prefill");
+  };
+  w.Header("router_instance_healthy", "gauge", "1 while the instance answers /health.");
+  for (const auto& i : instances_) w.Sample("router_instance_healthy", i->healthy.load() ? 1 : 0, labels(*i));
+  w.Header("router_instance_requests_in_flight", "gauge", "Requests the router has at the instance now.");
   for (const auto& i : instances_) {
-    out += fmt::format("tetra:router_instance_healthy{{url=\"{}\",role=\"{}\"}} {}\n", i->url,
-                       i->is_decode ? "decode" : "prefill", i->healthy.load() ? 1 : 0);
+    w.Sample("router_instance_requests_in_flight", i->in_flight.load(), labels(*i));
   }
-  out += "# HELP tetra:router_instance_requests_in_flight Requests the router has at the instance now.\n";
-  out += "# TYPE tetra:router_instance_requests_in_flight gauge\n";
-  for (const auto& i : instances_) {
-    out += fmt::format("tetra:router_instance_requests_in_flight{{url=\"{}\",role=\"{}\"}} {}\n", i->url,
-                       i->is_decode ? "decode" : "prefill", i->in_flight.load());
-  }
-  return out;
+  return w.Take();
 }
 
 void Router::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
