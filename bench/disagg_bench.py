@@ -24,47 +24,22 @@ import argparse
 import asyncio
 import json
 import random
+import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 
 import httpx
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_bench import Server, free_port, percentile  # noqa: E402  the same process and percentile helpers
 
 
-class Proc:
+class Proc(Server):
+    """serve_bench's server process, named by its log."""
+
     def __init__(self, cmd, port, log):
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"disagg_bench: {cmd[:3]} exited; see {log}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        sys.exit(f"disagg_bench: {cmd[:3]} did not become healthy; see {log}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        super().__init__(log, cmd, port, log)
 
 
 def pinned(core, cmd):
@@ -122,13 +97,7 @@ async def run_load(base, args, seed):
     return results, wall
 
 
-def pct(values, p):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+pct = percentile
 
 
 def summarize(results, wall, args):
