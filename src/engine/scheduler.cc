@@ -305,6 +305,13 @@ int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, S
   return work.count;
 }
 
+bool Scheduler::HeadMayBeAdmitted() const {
+  if (waiting_.empty()) return false;
+  const Sequence& head = *waiting_.front();
+  const bool imports = head.request->params.kv_handoff == EngineRequest::KvHandoff::kImport && head.kv.blocks.empty();
+  return !imports && head.num_steps_in_flight == 0 && kv_.num_slots_free() >= 1 + NumForkPending(*head.request);
+}
+
 bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
   ReleaseDone();
   plan->Clear();
@@ -317,6 +324,15 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
       std::any_of(running_.begin(), running_.end(), [](const Sequence* s) { return IsDecoding(*s); })) {
     chunk_budget = options_.max_prefill_tokens_with_decodes;
   }
+  // With several prompts to compute (running, or the waiting head about to
+  // be admitted), a running prompt's chunk takes at most an even share of
+  // the chunk budget: a short prompt is not held behind a long one's chunks
+  // (its first token, or on a prefill instance its KV, comes a step later,
+  // not after the long prompt).
+  const int64_t prompts = std::count_if(running_.begin(), running_.end(),
+                                        [](const Sequence* s) { return !IsDecoding(*s); }) +
+                          (HeadMayBeAdmitted() ? 1 : 0);
+  const int64_t share = prompts > 1 ? std::max<int64_t>(1, chunk_budget / prompts) : chunk_budget;
   // 1. The running set, in order; a sequence is planned at most once a step.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& seq = *running_[i];
@@ -325,7 +341,7 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
       continue;
     }
     const bool decode = IsDecoding(seq);
-    const int64_t used = TryPlan(seq, budget, decode ? budget : chunk_budget, plan);
+    const int64_t used = TryPlan(seq, budget, decode ? budget : std::min(chunk_budget, share), plan);
     if (used < 0) continue;  // seq itself was preempted: running_[i] is the next one
     budget -= used;
     if (!decode) chunk_budget -= used;

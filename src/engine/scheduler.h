@@ -15,6 +15,9 @@
 //   - waiting requests are admitted in priority/FCFS order while the
 //     budget, the sequence limit and the KV pool allow, attaching the
 //     longest cached prefix first; the head of the queue is never skipped;
+//   - with several prompts to compute, a running prompt's chunk takes at
+//     most an even share of the step's prompt budget, so short prompts are
+//     not held behind a long one (what they leave of the step stays unused);
 //   - a running sequence that cannot get KV blocks preempts the running
 //     sequence that runs last (lowest priority, latest arrival): its KV is
 //     freed and it waits to be recomputed (the prefix cache keeps most of
@@ -153,6 +156,9 @@ class Scheduler {
   // after `seq` as needed; false when seq itself had to wait.
   bool ReserveOrPreempt(Sequence& seq, int64_t count);
   void Preempt(Sequence& seq);
+  // The waiting queue's head could run this step (a slot is free, it is not
+  // in flight, it computes its prompt here), as far as is known before planning.
+  bool HeadMayBeAdmitted() const;
   // Plans seq's work within budget: the tokens planned, or -1 when seq was preempted.
   int64_t TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan);
   void AddToPlan(Sequence& seq, const Work& work, StepPlan* plan);

@@ -586,7 +586,7 @@ void OpenAiServer::HandlePrefill(HttpRequest&& http, std::shared_ptr<HttpExchang
     std::shared_ptr<HttpExchange> exchange;
     ~Answer() { server->CallEnded(); }
   };
-  auto answer = std::make_shared<Answer>(Answer{this, exchange});
+  std::shared_ptr<Answer> answer(new Answer{this, exchange});  // no temporary: its destructor ends the call
   auto submitted = engine->Submit(std::move(r), [answer](RequestUpdate&& update) {
     if (!update.finished) return;
     if (update.error.ok()) return answer->exchange->Respond(200, kJson, R"({"status":"sent"})");

@@ -62,7 +62,8 @@ class Server:
         pytest.fail(f"tetra serve did not become healthy:\n{self.output()}")
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 

@@ -109,6 +109,23 @@ def test_an_unreachable_prefill_instance_costs_a_local_prefill(cluster):
     wait_idle(decode)
 
 
+def test_a_prefill_instance_drains_and_exits_promptly_on_sigterm(cluster):
+    _, decode, single = cluster
+    prefill = Server("--role", "prefill", threads=1)
+    try:
+        for seed in (20, 21):
+            p = prompt_ids(150, seed=seed)
+            assert complete(decode, p, prefill=prefill.base_url) == complete(single, p)
+        assert exported(prefill) == 2
+        wait_idle(prefill)
+    finally:
+        start = time.monotonic()
+        assert prefill.stop() == 0
+    # Nothing is in flight: no drain wait (a miscounted call once made it 30 s).
+    assert time.monotonic() - start < 10, prefill.output()
+    assert "still running" not in prefill.output()
+
+
 def test_a_prefill_instance_killed_mid_load_loses_no_request():
     prefill = Server("--role", "prefill", threads=1)
     decode = Server("--role", "decode", "--disagg-min-prompt-tokens", "64", threads=1)

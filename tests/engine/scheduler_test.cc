@@ -223,6 +223,32 @@ TEST_F(SchedulerTest, ChunksBesideDecodesAreHeldShortAndStepsWithoutDecodesTakeT
   }
 }
 
+TEST_F(SchedulerTest, AShortPromptIsNotHeldBehindALongOnesChunks) {
+  for (int depth : {1, 2}) {
+    Make(Options(512, 4, 8, /*budget=*/64));
+    const uint64_t long_id = Add(Request(Prompt(1000, 1), 2));  // 16 steps of the whole budget alone
+    uint64_t short_id = 0;
+    int short_added = -1, short_first_token = -1, long_first_token = -1;
+    RunAll(depth, [&](int step) {
+      if (step == 2) {
+        short_id = Add(Request(Prompt(20, 2), 3));
+        short_added = step;
+      }
+      if (short_first_token < 0 && short_id != 0 && !outputs_[short_id][0].tokens.empty()) short_first_token = step;
+      if (long_first_token < 0 && !outputs_[long_id][0].tokens.empty()) long_first_token = step;
+    });
+    // Sharing the budget: the short prompt's 20 tokens go in the next step
+    // or two (a planned-ahead step may have taken the budget), not after the
+    // long prompt's remaining ~950 tokens.
+    EXPECT_LE(short_first_token - short_added, depth + 1);
+    EXPECT_LT(short_first_token, long_first_token);
+    ExpectMatchesOracle();
+    ExpectEverythingFree();
+    params_.clear();
+    outputs_.clear();
+  }
+}
+
 TEST_F(SchedulerTest, AdmissionWaitsForKvBlocksAndNeverSkipsTheHead) {
   // 12 blocks of 4 tokens: three requests of 5 + 11 tokens (4 blocks each
   // with headroom) cannot all run at once.
