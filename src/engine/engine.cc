@@ -160,6 +160,10 @@ class EngineImpl : public Engine {
     s.max_waiting_requests = options.max_waiting_requests;
     scheduler_ = std::make_unique<Scheduler>(s, ModelLimits{c.vocab_size, c.max_position, model.tokenizer->stop_ids()});
     num_kv_blocks_ = num_blocks;
+    if (options_.kv_handoff != nullptr) {
+      runner_.set_on_layer_written([this](const StepPlan& plan, int layer) { StreamExports(plan, layer); });
+      scheduler_->set_on_export_released([this](uint64_t id) { options_.kv_handoff->OnKvCancel(id); });
+    }
     thread_ = std::thread([this] { Loop(); });
   }
   ~EngineImpl() override { Shutdown(); }
@@ -238,6 +242,24 @@ class EngineImpl : public Engine {
     inbox_cv_.notify_one();
   }
 
+  // Runner thread, during a step: layer `layer` of the step's exports is
+  // written; hand its chunks (KvHandoffHandler::OnKvWritten) to the sender.
+  void StreamExports(const StepPlan& plan, int layer) {
+    const KvStorage& storage = runner_.storage();
+    const int64_t num_layers = storage.geometry().num_layers;
+    for (const StepPlan::KvExport& e : plan.kv_exports) {
+      std::vector<KvHandoffChunk> chunks;
+      for (int64_t p = e.first_piece; p < e.end_piece; ++p) {
+        const bool open = e.open_slot >= 0 && p == e.end_piece - 1;
+        const std::span<const BlockId> block(plan.kv_export_blocks.data() + e.blocks_offset + (p - e.first_piece),
+                                             open ? 0 : 1);
+        chunks.push_back({static_cast<uint32_t>(p * num_layers + layer),
+                          storage.LayerRegions(layer, block, open ? e.open_slot : -1)});
+      }
+      options_.kv_handoff->OnKvWritten(e.request_id, *e.peer, storage.transfer_format(), std::move(chunks));
+    }
+  }
+
   // Tells the handler about KV that is reserved (kImport) or computed
   // (kExport), with where it lies in this runner's storage. The runner
   // thread may be computing meanwhile: it never writes a handed-off
@@ -255,13 +277,19 @@ class EngineImpl : public Engine {
       layout.format = storage.transfer_format();
       layout.tokens = e.tokens;
       layout.peer = it->second->params.kv_peer;
-      const size_t first_block = static_cast<size_t>(layout.first_token / bt);
-      const size_t full_blocks = static_cast<size_t>(e.num_tokens / bt);
-      const std::span<const BlockId> blocks(e.blocks.data() + std::min(first_block, full_blocks),
-                                            full_blocks - std::min(first_block, full_blocks));
+      // Pieces: each full block from first_token on, then the open block.
+      const int64_t first_block = layout.first_token / bt;
+      const int64_t full_blocks = e.num_tokens / bt;
       const int open_slot = e.num_tokens % bt != 0 ? e.slot : -1;
-      for (int l = 0; l < storage.geometry().num_layers; ++l) {
-        layout.chunks.push_back(storage.LayerRegions(l, blocks, open_slot));
+      const int64_t num_pieces = std::max<int64_t>(0, full_blocks - first_block) + (open_slot >= 0 ? 1 : 0);
+      const int num_layers = storage.geometry().num_layers;
+      layout.num_chunks = static_cast<uint32_t>(num_pieces * num_layers);
+      if (e.kind == KvHandoffEvent::Kind::kReserved) {
+        for (int64_t p = 0; p < num_pieces; ++p) {
+          const bool open = open_slot >= 0 && p == num_pieces - 1;
+          const std::span<const BlockId> block(e.blocks.data() + first_block + p, open ? 0 : 1);
+          for (int l = 0; l < num_layers; ++l) layout.chunks.push_back(storage.LayerRegions(l, block, open ? open_slot : -1));
+        }
       }
       if (e.kind == KvHandoffEvent::Kind::kReserved) {
         options_.kv_handoff->OnKvReserved(e.request_id, layout);

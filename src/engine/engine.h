@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -104,32 +105,49 @@ struct RequestUpdate {
 using UpdateCallback = std::function<void(RequestUpdate&&)>;
 
 // Where a handed-off request's KV lies in this process's cache, as chunks
-// of byte spans in a fixed order (KvStorage::LayerRegions): chunk l is layer
-// l's blocks over positions [first_token, num_tokens) plus, when num_tokens
-// is not whole blocks, the open block. Two engines whose `format` matches
-// lay the same request out in chunks of the same sizes.
+// of byte spans (KvStorage::LayerRegions). Positions [first_token,
+// num_tokens) are cut in pieces: each full block, then, when num_tokens is
+// not whole blocks, the open block; chunk p * num_layers + l is layer l of
+// piece p. Two engines whose `format` matches lay the same request out in
+// chunks of the same sizes.
 struct KvHandoffLayout {
   int64_t num_tokens = 0;
   int64_t first_token = 0;  // whole blocks; the positions before it are not moved
-  std::vector<std::vector<std::span<uint8_t>>> chunks;
+  uint32_t num_chunks = 0;
+  std::vector<std::vector<std::span<uint8_t>>> chunks;  // kImport: every chunk, in order (kExport: see OnKvWritten)
   std::string format;
   std::vector<int32_t> tokens;  // the prompt tokens of positions [0, num_tokens)
   std::string peer;             // the request's kv_peer
 };
 
+// One chunk of a request's KV (KvHandoffLayout): its index and spans.
+struct KvHandoffChunk {
+  uint32_t index = 0;
+  std::vector<std::span<uint8_t>> regions;
+};
+
 // Moves KV between engines (the serving layer's transport agent; a test's
-// loopback). Called on the engine thread: return quickly, except OnKvCancel.
+// loopback). Called on the engine thread, except OnKvWritten: return
+// quickly, except OnKvCancel.
 class KvHandoffHandler {
  public:
   virtual ~KvHandoffHandler() = default;
   // kImport: blocks are reserved; fill the layout's spans, then call
   // Engine::KvArrived (from any thread).
   virtual void OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) = 0;
-  // kExport: the prompt's KV is computed; send the layout's spans, then
+  // kExport, on the runner thread while a step computes: these chunks of
+  // the prompt's KV are written (one layer of the pieces the step
+  // completes; the next layer is computing). Queue them to send and return
+  // at once; their spans stay valid and unchanged until OnKvCancel.
+  // `peer` is the request's kv_peer, `format` this engine's KV format.
+  virtual void OnKvWritten(uint64_t request_id, std::string_view peer, std::string_view format,
+                           std::vector<KvHandoffChunk> chunks) = 0;
+  // kExport: the whole prompt is computed and every one of its
+  // layout.num_chunks chunks went to OnKvWritten; finish the transfer, then
   // call Engine::KvSent (from any thread).
   virtual void OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) = 0;
-  // The request ends (abort, shutdown) while handed off: return only once
-  // nothing touches its spans any more.
+  // The request ends (abort, shutdown, or after KvSent for an export):
+  // return only once nothing touches its spans any more.
   virtual void OnKvCancel(uint64_t request_id) = 0;
 };
 

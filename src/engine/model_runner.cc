@@ -26,7 +26,11 @@ Status LocalModelRunner::RunForward(StepPlan& plan) {
   }
   const int64_t vocab = model_.config().vocab_size;
   logits_.resize(static_cast<size_t>(plan.num_logit_rows() * vocab));
-  return model_.arch->Forward(plan.batch(logits_), *storage_, *workspace_, pool_);
+  ForwardBatch batch = plan.batch(logits_);
+  if (on_layer_written_ && !plan.kv_exports.empty()) {
+    batch.on_layer_written = [&](int layer) { on_layer_written_(plan, layer); };
+  }
+  return model_.arch->Forward(batch, *storage_, *workspace_, pool_);
 }
 
 void LocalModelRunner::Run(StepPlan& plan, StepResult* result) {

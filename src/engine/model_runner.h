@@ -6,6 +6,7 @@
 // that calls Run; the engine's runner thread).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,6 +23,11 @@ class LocalModelRunner : public ModelRunner {
   void Run(StepPlan& plan, StepResult* result) override;
 
   const KvStorage& storage() const { return *storage_; }
+  // Runs on the runner thread as each layer's KV of a step with kv_exports
+  // is written (ForwardBatch::on_layer_written). Set before the first step.
+  void set_on_layer_written(std::function<void(const StepPlan&, int layer)> hook) {
+    on_layer_written_ = std::move(hook);
+  }
   const Workspace& workspace() const { return *workspace_; }
 
  private:
@@ -34,6 +40,7 @@ class LocalModelRunner : public ModelRunner {
   std::vector<int32_t> last_sampled_;     // [num_slots]
   std::vector<float> logits_;             // [rows, vocab]
   std::vector<SamplerScratch> scratch_;   // one per parallel sampling chunk
+  std::function<void(const StepPlan&, int)> on_layer_written_;
 };
 
 }  // namespace tetra

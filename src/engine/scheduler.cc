@@ -24,6 +24,8 @@ void StepPlan::Clear() {
   sequence_ids.clear();
   shared_prefixes.clear();
   samples.clear();
+  kv_exports.clear();
+  kv_export_blocks.clear();
   num_prefill_tokens = 0;
   num_decode_tokens = 0;
 }
@@ -188,12 +190,17 @@ void Scheduler::LimitChunk(int64_t limit, Work* work) {
   work->samples = false;  // a shorter chunk does not reach the end of what is known
 }
 
+bool Scheduler::IsExport(const Sequence& seq) {
+  return seq.request->params.kv_handoff == EngineRequest::KvHandoff::kExport;
+}
+
 bool Scheduler::IsDecoding(const Sequence& seq) {
   const int64_t uncomputed = static_cast<int64_t>(seq.tokens.size()) - seq.num_computed;
   return (seq.num_generated() > 0 || seq.num_pending_samples > 0) && uncomputed <= 1;
 }
 
 void Scheduler::Preempt(Sequence& seq) {
+  TETRA_CHECK(!IsExport(seq), "an export was preempted");
   DropOpsInto(seq.kv.slot);
   kv_.Free(seq.kv);
   seq.num_computed = 0;
@@ -208,7 +215,13 @@ bool Scheduler::ReserveOrPreempt(Sequence& seq, int64_t count) {
     const Status status = kv_.Reserve(seq.kv, seq.num_computed + count);
     if (status.ok()) return true;
     TETRA_CHECK(status.is_resource_exhausted(), "{}", status.message());
-    Sequence* victim = running_.back();
+    // Exports are never victims: their KV may be on its way to a decode
+    // instance (they hold their whole prompt's blocks from admission, so
+    // they never need more either).
+    const auto last = std::find_if(running_.rbegin(), running_.rend(),
+                                   [&](const Sequence* s) { return s == &seq || !IsExport(*s); });
+    TETRA_CHECK(last != running_.rend() && !IsExport(seq), "an export ran out of its reserved KV");
+    Sequence* victim = *last;
     if (victim == &seq) {
       Preempt(seq);
       return false;
@@ -281,9 +294,31 @@ void Scheduler::AddToPlan(Sequence& seq, const Work& work, StepPlan* plan) {
   seq.num_computed += work.count;
   seq.planned_in_step = plan->step_id;
   ++seq.num_steps_in_flight;
+  if (IsExport(seq)) PlanExportPieces(seq, plan);
   if (!work.samples) return;
   plan->samples.push_back({seq.id, static_cast<int>(plan->num_logit_rows()) - 1, seq.kv.slot, seq.sampler.get()});
   ++seq.num_pending_samples;
+}
+
+void Scheduler::PlanExportPieces(Sequence& seq, StepPlan* plan) {
+  const int bt = options_.kv_block_tokens;
+  const int64_t first_block = seq.request->params.kv_skip_tokens / bt;
+  const int64_t total = static_cast<int64_t>(seq.tokens.size());
+  // After this step: its full blocks, and the open block once the prompt is done.
+  const bool open = seq.num_computed == total && total % bt != 0;
+  const int64_t full_pieces = std::max<int64_t>(0, seq.num_computed / bt - first_block);
+  const int64_t end_piece = full_pieces + (open ? 1 : 0);
+  if (end_piece <= seq.kv_pieces_planned) return;
+  StepPlan::KvExport e;
+  e.request_id = seq.request->id;
+  e.peer = &seq.request->params.kv_peer;
+  e.first_piece = seq.kv_pieces_planned;
+  e.end_piece = end_piece;
+  e.blocks_offset = static_cast<int64_t>(plan->kv_export_blocks.size());
+  e.open_slot = open ? seq.kv.slot : -1;
+  for (int64_t p = e.first_piece; p < full_pieces; ++p) plan->kv_export_blocks.push_back(seq.kv.blocks[first_block + p]);
+  plan->kv_exports.push_back(e);
+  seq.kv_pieces_planned = end_piece;
 }
 
 int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan) {
@@ -371,12 +406,18 @@ bool Scheduler::Plan(StepPlan* plan, Clock::time_point now) {
     LimitChunk(chunk_budget, &work);
     // Room for this chunk, and a block of headroom for every running
     // sequence's next step (when nothing runs, just the chunk).
-    const int needed = kv_.BlocksToReserve(seq.kv, seq.num_computed + work.count);
+    // An export reserves its whole prompt now (it is never preempted).
+    const int64_t reserve_to = IsExport(seq) ? static_cast<int64_t>(seq.tokens.size()) : seq.num_computed + work.count;
+    const int needed = kv_.BlocksToReserve(seq.kv, reserve_to);
     const int headroom = static_cast<int>(running_.size());
     if (work.count == 0 || needed + headroom > kv_.blocks().num_blocks_free()) {
       kv_.Free(seq.kv);  // the attached prefix goes back; it stays cached
       seq.num_computed = 0;
       break;
+    }
+    if (IsExport(seq)) {
+      const Status reserved = kv_.Reserve(seq.kv, reserve_to);
+      TETRA_CHECK(reserved.ok(), "reserving an export's prompt after checking room: {}", reserved.message());
     }
     waiting_.pop_front();
     seq.state = Sequence::State::kRunning;
@@ -525,7 +566,11 @@ void Scheduler::FinishSequence(Sequence& seq, FinishReason reason, std::optional
     if (const auto it = std::find(waiting_.begin(), waiting_.end(), &seq); it != waiting_.end()) waiting_.erase(it);
   }
   if (seq.kv.holds_kv()) DropOpsInto(seq.kv.slot);
-  kv_.Free(seq.kv);
+  if (IsExport(seq) && seq.kv_pieces_planned > 0) {
+    seq.kv_free_deferred = true;  // sends may read its blocks: freed by ReleaseDone
+  } else {
+    kv_.Free(seq.kv);
+  }
   seq.state = Sequence::State::kFinished;
   seq.finish = reason;
   ++request.num_finished_samples;
@@ -656,7 +701,13 @@ void Scheduler::ReleaseDone() {
       ++i;
       continue;
     }
-    for (const auto& sample : request->samples) sequences_.erase(sample->id);
+    for (const auto& sample : request->samples) {
+      if (sample->kv_free_deferred) {
+        if (on_export_released_) on_export_released_(request->id);
+        kv_.Free(sample->kv);
+      }
+      sequences_.erase(sample->id);
+    }
     requests_.erase(request->id);
     released_[i] = released_.back();
     released_.pop_back();

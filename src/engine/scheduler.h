@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -130,6 +131,11 @@ class Scheduler {
   // The request awaits or holds KV: a transfer may be touching its blocks,
   // so it must be stopped before Abort frees them.
   bool IsHandingOffKv(uint64_t request_id) const;
+  // Runs (engine thread) before the blocks of a finished export whose KV
+  // was streamed go back: it must stop every send that reads them.
+  void set_on_export_released(std::function<void(uint64_t request_id)> hook) {
+    on_export_released_ = std::move(hook);
+  }
 
   bool has_unfinished_requests() const { return num_unfinished_requests_ > 0; }
   int num_steps_in_flight() const { return num_steps_in_flight_; }
@@ -151,6 +157,10 @@ class Scheduler {
   static void LimitChunk(int64_t limit, Work* work);
   // The sequence's next work is one token it sampled, not a chunk.
   static bool IsDecoding(const Sequence& seq);
+  static bool IsExport(const Sequence& seq);
+  // kExport: the pieces of its KV that this step (just added) completes go
+  // to the plan's kv_exports.
+  void PlanExportPieces(Sequence& seq, StepPlan* plan);
   bool CanSampleAgain(const Sequence& seq) const;
   // Reserves KV for `count` more positions, preempting sequences that run
   // after `seq` as needed; false when seq itself had to wait.
@@ -192,6 +202,7 @@ class Scheduler {
   ImportAdmission TryReserveImport(Sequence& seq);
   void EmitHandoff(KvHandoffEvent::Kind kind, const Sequence& seq, int64_t num_cached_tokens);
   std::deque<Sequence*> waiting_;    // in run order
+  std::function<void(uint64_t)> on_export_released_;
   // Slot ops of forks, each to run before the first step planned after the
   // step that writes what it copies.
   struct DeferredOp {

@@ -42,6 +42,11 @@ struct Sequence {
   // Steps planned that contain it (or sample for it) whose results are not applied.
   int num_steps_in_flight = 0;
   uint64_t planned_in_step = 0;  // the last step that contains it or samples for it
+  // kExport: pieces of its KV put in a step's kv_exports so far (StepPlan::KvExport).
+  int64_t kv_pieces_planned = 0;
+  // kExport that streamed KV: finished, its blocks wait for ReleaseDone
+  // (after the sends that read them are stopped).
+  bool kv_free_deferred = false;
   KvSequence kv;
   std::unique_ptr<SequenceSampler> sampler;
   std::optional<FinishReason> finish;

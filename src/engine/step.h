@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -45,6 +46,20 @@ struct StepPlan {
   std::vector<uint64_t> sequence_ids;      // [num_sequences]
   std::vector<SharedPrefixGroup> shared_prefixes;
   std::vector<StepSample> samples;
+  // KV that exports (disaggregated prefill) stream as this step writes it,
+  // layer by layer: pieces [first_piece, end_piece) of the request's
+  // prompt, piece p being its (kv_skip_tokens / block + p)-th block, and the
+  // last one the open block in `open_slot` when that is not -1.
+  struct KvExport {
+    uint64_t request_id = 0;
+    const std::string* peer = nullptr;  // the request's kv_peer (lives as long as the request)
+    int64_t first_piece = 0;
+    int64_t end_piece = 0;
+    int64_t blocks_offset = 0;  // its full pieces' blocks in kv_export_blocks
+    int open_slot = -1;
+  };
+  std::vector<KvExport> kv_exports;
+  std::vector<BlockId> kv_export_blocks;
   int64_t num_prefill_tokens = 0;  // tokens of sequences that were not decoding
   int64_t num_decode_tokens = 0;
 
@@ -52,7 +67,7 @@ struct StepPlan {
   bool empty() const { return sequences.empty(); }
   // Points each sequence's block_table into block_ids (after all are added).
   void Finalize();
-  ForwardBatch batch(std::span<float> logits) const { return {tokens, sequences, shared_prefixes, logits}; }
+  ForwardBatch batch(std::span<float> logits) const { return {tokens, sequences, shared_prefixes, logits, {}}; }
   int64_t num_logit_rows() const;
 };
 

@@ -257,6 +257,7 @@ class Decoder : public Architecture {
                                                       seq.start_position + seq.num_tokens),
                                               &attn[first * q_size]};
       }
+      if (batch.on_layer_written) batch.on_layer_written(layer);
       PagedAttention(shape, kv.layer(layer), sequences, batch.shared_prefixes, pool, attention_math_);
       l.o.Apply(attn.data(), n, proj.data(), &ws.input, pool);
       for (int64_t i = 0; i < n * hidden; ++i) x[i] += proj[i];

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "base/status.h"
@@ -48,6 +49,10 @@ struct ForwardBatch {
   std::span<const ForwardSequence> sequences;
   std::span<const SharedPrefixGroup> shared_prefixes;  // groups of sequences, in order
   std::span<float> logits;  // [num_logit_rows(), vocab]
+  // Called (on the calling thread) once each layer's KV of this batch is in
+  // the cache, before that layer's attention: what is written can be read
+  // from then on (a disaggregated prefill streams it to the decode side).
+  std::function<void(int layer)> on_layer_written;
 
   int64_t num_logit_rows() const {
     int64_t rows = 0;

@@ -55,7 +55,7 @@ Status Session::Forward(std::span<const Step> steps, std::span<float> logits, Th
     forward_.push_back(f);
     tokens_.insert(tokens_.end(), step.tokens.begin(), step.tokens.end());
   }
-  const ForwardBatch batch{tokens_, forward_, {}, logits};
+  const ForwardBatch batch{tokens_, forward_, {}, logits, {}};
   TETRA_RETURN_IF_ERROR(model_.arch->Forward(batch, *storage_, *workspace_, pool));
   for (const Step& step : steps) {
     KvSequence& seq = sequences_[step.sequence];

@@ -155,8 +155,7 @@ void KvAgent::AskPrefill(uint64_t request_id, std::string url, std::string body)
 
 // ----------------------------------------------------------------- prefill
 
-transport::TransferSender& KvAgent::SenderFor(const std::string& host, int port) {
-  std::lock_guard<std::mutex> lock(mu_);
+transport::TransferSender& KvAgent::SenderForLocked(const std::string& host, int port) {
   const std::string key = fmt::format("{}:{}", host, port);
   auto& sender = senders_[key];
   if (!sender) {
@@ -167,48 +166,70 @@ transport::TransferSender& KvAgent::SenderFor(const std::string& host, int port)
   return *sender;
 }
 
-void KvAgent::OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sending_[request_id] = true;
-  }
-  Post([this, request_id, layout] { Send(request_id, layout); });
-}
-
-void KvAgent::Send(uint64_t request_id, KvHandoffLayout layout) {
-  // kv_peer: "host:port/transfer_id|format" (ExportPeer).
-  Status status;
-  const size_t bar = layout.peer.find('|');
-  const std::string address = layout.peer.substr(0, bar);
-  const std::string format = bar == std::string::npos ? "" : layout.peer.substr(bar + 1);
+// kv_peer: "host:port/transfer_id|format" (ExportPeer).
+Status KvAgent::StartExportLocked(uint64_t request_id, std::string_view peer, std::string_view format,
+                                  Export* e) {
+  const size_t bar = peer.find('|');
+  const std::string address(peer.substr(0, bar));
+  const std::string_view peer_format = bar == std::string_view::npos ? "" : peer.substr(bar + 1);
   const size_t slash = address.rfind('/');
   const size_t colon = address.rfind(':', slash);
   if (slash == std::string::npos || colon == std::string::npos) {
-    status = Status::Errorf("bad KV peer '{}'", layout.peer);
-  } else if (format != layout.format) {
-    status = Status::Errorf("KV format mismatch: the decode instance has '{}', this prefill instance '{}'", format,
-                            layout.format);
-  } else {
-    const std::string host = address.substr(0, colon);
-    const int port = std::atoi(address.substr(colon + 1, slash - colon - 1).c_str());
-    const uint64_t transfer_id = std::strtoull(address.c_str() + slash + 1, nullptr, 10);
-    auto out = SenderFor(host, port).Start(transfer_id);
-    int64_t bytes = 0;
-    for (size_t l = 0; l < layout.chunks.size(); ++l) {
-      transport::ChunkParts parts(layout.chunks[l].begin(), layout.chunks[l].end());
-      for (const auto& p : parts) bytes += static_cast<int64_t>(p.size());
-      out->Send(static_cast<uint32_t>(l), std::move(parts));
-    }
-    status = out->Finish(static_cast<uint32_t>(layout.chunks.size()),
-                         transport::Clock::now() + options_.transfer_timeout);
+    return Status::Errorf("request {}: bad KV peer '{}'", request_id, peer);
+  }
+  if (peer_format != format) {
+    return Status::Errorf("KV format mismatch: the decode instance has '{}', this prefill instance '{}'", peer_format,
+                          format);
+  }
+  const std::string host = address.substr(0, colon);
+  const int port = std::atoi(address.substr(colon + 1, slash - colon - 1).c_str());
+  const uint64_t transfer_id = std::strtoull(address.c_str() + slash + 1, nullptr, 10);
+  e->out = SenderForLocked(host, port).Start(transfer_id);
+  return Status::Ok();
+}
+
+void KvAgent::OnKvWritten(uint64_t request_id, std::string_view peer, std::string_view format,
+                          std::vector<KvHandoffChunk> chunks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, started] = exports_.try_emplace(request_id);
+  Export& e = it->second;
+  if (started) e.status = StartExportLocked(request_id, peer, format, &e);
+  if (!e.status.ok()) return;  // reported by OnKvReady
+  for (KvHandoffChunk& chunk : chunks) {
+    for (const auto& region : chunk.regions) e.bytes += static_cast<int64_t>(region.size());
+    e.out->Send(chunk.index, transport::ChunkParts(chunk.regions.begin(), chunk.regions.end()));
+  }
+}
+
+void KvAgent::OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, started] = exports_.try_emplace(request_id);
+    if (started) it->second.status = StartExportLocked(request_id, layout.peer, layout.format, &it->second);
+    it->second.finishing = true;
+  }
+  Post([this, request_id, num_chunks = layout.num_chunks] { FinishExport(request_id, num_chunks); });
+}
+
+void KvAgent::FinishExport(uint64_t request_id, uint32_t num_chunks) {
+  transport::OutgoingTransfer* out = nullptr;
+  Status status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Export& e = exports_.at(request_id);
+    status = e.status;
+    out = e.out.get();
+  }
+  // Every chunk was queued by OnKvWritten; wait for them and the verdict.
+  if (status.ok()) status = out->Finish(num_chunks, transport::Clock::now() + options_.transfer_timeout);
+  {
     std::lock_guard<std::mutex> lock(mu_);
     ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
-    if (status.ok()) stats_.bytes += bytes;
+    if (status.ok()) stats_.bytes += exports_.at(request_id).bytes;
+    exports_.erase(request_id);  // its transfer has ended either way: no stream reads the blocks
   }
-  engine_->KvSent(request_id, status);
-  std::lock_guard<std::mutex> lock(mu_);
-  sending_.erase(request_id);
   cv_.notify_all();
+  engine_->KvSent(request_id, status);
 }
 
 void KvAgent::OnKvCancel(uint64_t request_id) {
@@ -216,10 +237,22 @@ void KvAgent::OnKvCancel(uint64_t request_id) {
     if (receiver_) receiver_->Cancel(request_id);
     return;
   }
-  // Prefill: a send reads the blocks until Finish returns (bounded by the
-  // transfer timeout); wait for it.
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return sending_.count(request_id) == 0; });
+  // Prefill: a finishing transfer reads the blocks until Finish returns
+  // (bounded by the transfer timeout): wait for it; else stop the sends.
+  std::unique_ptr<transport::OutgoingTransfer> out;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      const auto it = exports_.find(request_id);
+      return it == exports_.end() || !it->second.finishing;
+    });
+    const auto it = exports_.find(request_id);
+    if (it == exports_.end()) return;
+    out = std::move(it->second.out);
+    exports_.erase(it);
+    ++stats_.transfers_failed;
+  }
+  if (out) out->Abort();  // returns once no stream reads the parts
 }
 
 }  // namespace tetra::serving

@@ -11,13 +11,16 @@
 // transfer, and the engine prefills the request itself.
 //
 // Prefill role: /internal/v1/prefill submits a kExport request whose kv_peer
-// names the decode side (ExportPeer); when its KV is computed the agent sends it,
-// layer by layer, on a worker thread through one TransferSender per decode
-// instance, and tells the engine (KvSent), which finishes the request; the
-// HTTP answer follows the request's end.
+// names the decode side (ExportPeer). As each step writes a layer of the
+// prompt's blocks the engine hands over their chunks (OnKvWritten), which
+// go straight onto the streams of the TransferSender for that decode
+// instance while the next layer computes; when the whole prompt is
+// computed a worker waits for the receiver's verdict and tells the engine
+// (KvSent), which finishes the request; the HTTP answer follows its end.
 //
-// Threads: the KvHandoffHandler calls come on the engine thread and return
-// at once (the work goes to the agent's workers); OnKvCancel waits.
+// Threads: the KvHandoffHandler calls come on the engine thread (OnKvWritten
+// on the runner thread) and return at once (the work goes to the agent's
+// workers and the transport's streams); OnKvCancel waits.
 #pragma once
 
 #include <chrono>
@@ -72,6 +75,8 @@ class KvAgent : public KvHandoffHandler {
   KvAgentStats stats() const;
 
   void OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) override;
+  void OnKvWritten(uint64_t request_id, std::string_view peer, std::string_view format,
+                   std::vector<KvHandoffChunk> chunks) override;
   void OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) override;
   void OnKvCancel(uint64_t request_id) override;
 
@@ -84,8 +89,16 @@ class KvAgent : public KvHandoffHandler {
   void Post(std::function<void()> job);
   void WorkerLoop();
   void AskPrefill(uint64_t request_id, std::string url, std::string body);
-  void Send(uint64_t request_id, KvHandoffLayout layout);
-  transport::TransferSender& SenderFor(const std::string& host, int port);
+  // Prefill role: one export's transfer, from its first chunk to its end.
+  struct Export {
+    std::unique_ptr<transport::OutgoingTransfer> out;
+    Status status;           // why it cannot be sent (bad peer, format mismatch)
+    int64_t bytes = 0;       // queued so far
+    bool finishing = false;  // FinishExport owns it
+  };
+  Status StartExportLocked(uint64_t request_id, std::string_view peer, std::string_view format, Export* e);
+  void FinishExport(uint64_t request_id, uint32_t num_chunks);
+  transport::TransferSender& SenderForLocked(const std::string& host, int port);
 
   KvAgentOptions options_;
   Engine* engine_ = nullptr;
@@ -96,7 +109,7 @@ class KvAgent : public KvHandoffHandler {
   std::deque<std::function<void()>> jobs_;  // GUARDED_BY(mu_)
   bool stopping_ = false;                   // GUARDED_BY(mu_)
   std::map<std::string, std::unique_ptr<transport::TransferSender>> senders_;  // GUARDED_BY(mu_)
-  std::map<uint64_t, bool> sending_;        // prefill: exports being sent; GUARDED_BY(mu_)
+  std::map<uint64_t, Export> exports_;      // prefill: by request id; GUARDED_BY(mu_)
   KvAgentStats stats_;                      // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 };

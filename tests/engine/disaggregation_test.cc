@@ -38,6 +38,7 @@ struct Side {
   std::map<std::pair<uint64_t, int>, std::vector<int32_t>> tokens;  // (request, sample) -> tokens
   std::map<uint64_t, SequenceEvent> last;                             // request -> its final event
   std::vector<KvHandoffEvent> handoffs;
+  std::vector<std::pair<StepPlan::KvExport, std::vector<BlockId>>> streamed;  // each plan's exports, their full blocks
 
   explicit Side(int num_blocks = 64) {
     options.num_kv_blocks = num_blocks;
@@ -66,6 +67,10 @@ struct Side {
     const bool planned = scheduler->Plan(&plan, Clock::now());
     for (auto& h : scheduler->TakeKvHandoffEvents()) handoffs.push_back(std::move(h));
     if (!planned) return false;
+    for (const StepPlan::KvExport& e : plan.kv_exports) {
+      const auto full = plan.kv_export_blocks.begin() + e.blocks_offset;
+      streamed.push_back({e, std::vector<BlockId>(full, full + (e.end_piece - e.first_piece) - (e.open_slot >= 0))});
+    }
     StepResult result;
     runner->Run(plan, &result);
     std::vector<SequenceEvent> events;
@@ -219,6 +224,47 @@ TEST(Disaggregation, AbortsWhileAwaitingOrHoldingFreeEverything) {
   prefill.Apply(events);
   EXPECT_EQ(prefill.last.at(p_id).finish, FinishReason::kError);
   EXPECT_EQ(prefill.last.at(p_id).error.message(), "decode side gone");
+  prefill.ExpectEverythingFree();
+}
+
+TEST(Disaggregation, AnExportStreamsEachPieceOnceAsItIsComputedAndIsNeverPreempted) {
+  Side prefill(/*num_blocks=*/15);
+  std::vector<uint64_t> released;
+  prefill.scheduler->set_on_export_released([&](uint64_t id) { released.push_back(id); });
+  // A request decoding 40 tokens beside the export needs 13 of the 15
+  // blocks; the export holds its 11 from admission: the other one is
+  // preempted while the export computes, never the export.
+  const uint64_t other = prefill.Add(Make(Prompt(10, 1), 40));
+  ASSERT_TRUE(prefill.Step());
+  EngineRequest e = Make(Prompt(41, 2), 1, 1, KvHandoff::kExport);
+  e.kv_skip_tokens = 8;  // the decode side holds two blocks
+  const uint64_t p_id = prefill.Add(e);
+  for (int i = 0; i < 10000 && !prefill.scheduler->IsHandingOffKv(p_id); ++i) ASSERT_TRUE(prefill.Step());
+  ASSERT_EQ(prefill.handoffs.size(), 1u);
+  const KvHandoffEvent ready = prefill.handoffs.back();
+  // Pieces 0..8: the blocks of positions 8..39, then the open block (40),
+  // each once, in order, over more than one step (budget 6 a step).
+  int64_t next = 0;
+  for (const auto& [x, blocks] : prefill.streamed) {
+    EXPECT_EQ(x.request_id, p_id);
+    EXPECT_EQ(x.first_piece, next);
+    for (int64_t p = x.first_piece; p < x.end_piece - (x.open_slot >= 0); ++p) {
+      EXPECT_EQ(blocks[p - x.first_piece], ready.blocks[2 + p]) << "piece " << p;
+    }
+    EXPECT_EQ(x.open_slot >= 0, x.end_piece == 9);
+    if (x.open_slot >= 0) EXPECT_EQ(x.open_slot, ready.slot);
+    next = x.end_piece;
+  }
+  EXPECT_EQ(next, 9);
+  EXPECT_GT(prefill.streamed.size(), 1u);
+  EXPECT_GT(prefill.scheduler->num_preemptions(), 0);  // the other one made room, not the export
+  std::vector<SequenceEvent> events;
+  prefill.scheduler->ReleaseHeldKv(p_id, Status::Ok(), &events);
+  prefill.Apply(events);
+  prefill.RunUntilIdle();
+  EXPECT_EQ(prefill.tokens.at({other, 0}).size(), 40u);
+  // Its blocks went back only after the hook that stops the sends.
+  EXPECT_EQ(released, std::vector<uint64_t>{p_id});
   prefill.ExpectEverythingFree();
 }
 

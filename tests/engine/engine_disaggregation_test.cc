@@ -66,6 +66,7 @@ class Disaggregated {
     o.num_threads = 1;
     o.max_num_sequences = 8;
     o.max_step_tokens = 16;  // prompts in several chunks
+    model_layers_ = model.config().num_layers;
     o.kv_handoff = &decode_side_;
     decode_ = std::move(CreateEngine(model, o).value());
     o.kv_handoff = &prefill_side_;
@@ -91,6 +92,7 @@ class Disaggregated {
   Engine& prefill() { return *prefill_; }
   int num_reserved() const { return num_reserved_; }
   int num_exports() const { return num_exports_; }
+  int max_written_calls() const { return max_written_calls_; }  // of one export
   std::function<bool(uint64_t)> fail_prefill;  // test hook: true fails the export of that decode request
 
  private:
@@ -98,6 +100,9 @@ class Disaggregated {
     Disaggregated* self;
     explicit DecodeSide(Disaggregated* s) : self(s) {}
     void OnKvReserved(uint64_t id, const KvHandoffLayout& layout) override { self->Reserved(id, layout); }
+    void OnKvWritten(uint64_t, std::string_view, std::string_view, std::vector<KvHandoffChunk>) override {
+      ADD_FAILURE() << "the decode engine exported";
+    }
     void OnKvReady(uint64_t, const KvHandoffLayout&) override { ADD_FAILURE() << "the decode engine exported"; }
     void OnKvCancel(uint64_t id) override { self->receiver_->Cancel(id); }
   };
@@ -105,8 +110,12 @@ class Disaggregated {
     Disaggregated* self;
     explicit PrefillSide(Disaggregated* s) : self(s) {}
     void OnKvReserved(uint64_t, const KvHandoffLayout&) override { ADD_FAILURE() << "the prefill engine imported"; }
+    void OnKvWritten(uint64_t id, std::string_view, std::string_view format,
+                     std::vector<KvHandoffChunk> chunks) override {
+      self->Written(id, format, std::move(chunks));
+    }
     void OnKvReady(uint64_t id, const KvHandoffLayout& layout) override { self->Ready(id, layout); }
-    void OnKvCancel(uint64_t) override {}
+    void OnKvCancel(uint64_t id) override { self->Cancelled(id); }
   };
 
   void Reserved(uint64_t decode_id, const KvHandoffLayout& layout) {
@@ -124,24 +133,37 @@ class Disaggregated {
     p.kv_skip_tokens = layout.first_token;
     auto collector = std::make_shared<Collector>();
     const uint64_t prefill_id = prefill_->Submit(p, collector->Callback()).value();
-    exports_[prefill_id] = {decode_id, collector};
+    exports_[prefill_id] = Export{decode_id, collector};
+  }
+
+  // Runner thread: chunks go onto the streams at once.
+  void Written(uint64_t prefill_id, std::string_view format, std::vector<KvHandoffChunk> chunks) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Export& e = exports_.at(prefill_id);
+    EXPECT_EQ(format, formats_.at(e.decode_id));
+    if (!e.out) e.out = sender_->Start(e.decode_id);
+    ++e.written_calls;
+    for (KvHandoffChunk& c : chunks) {
+      if (fail_prefill && fail_prefill(e.decode_id) && e.written_calls > 1) break;  // as if it died after one layer
+      e.out->Send(c.index, transport::ChunkParts(c.regions.begin(), c.regions.end()));
+    }
   }
 
   void Ready(uint64_t prefill_id, const KvHandoffLayout& layout) {
     ++num_exports_;
     std::lock_guard<std::mutex> lock(mu_);
-    const uint64_t decode_id = exports_.at(prefill_id).decode_id;
-    EXPECT_EQ(layout.format, formats_.at(decode_id));
-    const bool fail = fail_prefill && fail_prefill(decode_id);
-    // Sent from a thread of its own: the engine thread must not block.
-    senders_.emplace_back([this, prefill_id, decode_id, layout, fail] {
-      auto out = sender_->Start(decode_id);
-      const uint32_t n = static_cast<uint32_t>(layout.chunks.size());
-      for (uint32_t l = 0; l < n; ++l) {
-        if (fail && l == n / 2) break;  // as if the prefill instance died halfway
-        transport::ChunkParts parts(layout.chunks[l].begin(), layout.chunks[l].end());
-        out->Send(l, parts);
-      }
+    Export& e = exports_.at(prefill_id);
+    EXPECT_EQ(layout.format, formats_.at(e.decode_id));
+    EXPECT_GT(e.written_calls, 0);
+    // Layer by layer: one call per layer of each step that completed pieces.
+    EXPECT_EQ(e.written_calls % model_layers_, 0);
+    max_written_calls_ = std::max(max_written_calls_, e.written_calls);
+    const bool fail = fail_prefill && fail_prefill(e.decode_id);
+    if (!e.out) e.out = sender_->Start(e.decode_id);
+    e.finishing = true;
+    transport::OutgoingTransfer* out = e.out.get();
+    // Finished from a thread of its own: the engine thread must not block.
+    senders_.emplace_back([this, prefill_id, out, n = layout.num_chunks, fail] {
       Status status;
       if (fail) {
         out->Abort();
@@ -149,13 +171,34 @@ class Disaggregated {
       } else {
         status = out->Finish(n, transport::Clock::now() + 60s);
       }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        Export& e = exports_.at(prefill_id);
+        e.finishing = false;
+        e.ended = true;
+      }
+      cv_.notify_all();
       prefill_->KvSent(prefill_id, status);
     });
+  }
+
+  // The export ends (after KvSent, or aborted): once nothing sends from its
+  // blocks, return.
+  void Cancelled(uint64_t prefill_id) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !exports_.at(prefill_id).finishing; });
+    Export& e = exports_.at(prefill_id);
+    if (e.out && !e.ended) e.out->Abort();
+    e.ended = true;
   }
 
   struct Export {
     uint64_t decode_id;
     std::shared_ptr<Collector> collector;
+    std::unique_ptr<transport::OutgoingTransfer> out;
+    int written_calls = 0;
+    bool finishing = false;  // a sender thread is in Finish
+    bool ended = false;      // Finish or Abort returned
   };
   std::unique_ptr<transport::TransferReceiver> receiver_;
   std::unique_ptr<transport::TransferSender> sender_;
@@ -163,11 +206,14 @@ class Disaggregated {
   PrefillSide prefill_side_{this};
   std::unique_ptr<Engine> decode_, prefill_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::map<uint64_t, std::vector<int32_t>> prompts_;
   std::map<uint64_t, std::string> formats_;
   std::map<uint64_t, Export> exports_;
   std::vector<std::thread> senders_;
   std::atomic<int> num_reserved_{0}, num_exports_{0};
+  int max_written_calls_ = 0;  // GUARDED_BY(mu_)
+  int model_layers_ = 0;
 };
 
 std::unique_ptr<Model> Load(const std::string& name, KvDtype kv) {
@@ -260,6 +306,10 @@ TEST(EngineDisaggregation, GreedyThroughPrefillAndDecodeEqualsGreedyAlone) {
         EXPECT_EQ(out.usage.prompt_tokens, length);
       }
       EXPECT_EQ(cluster.num_exports(), 4);
+      // The 23-token prompt (22 exported) takes two prefill steps of 16 and
+      // 6 tokens: the first step's blocks went out while it computed, layer
+      // by layer, before the second step ran.
+      EXPECT_EQ(cluster.max_written_calls(), 2 * model->config().num_layers);
       ExpectIdle(cluster.decode());
       ExpectIdle(cluster.prefill());
     }

@@ -76,7 +76,7 @@ class FakeRunner : public ModelRunner {
       std::vector<int32_t> tokens = plan.tokens;
       for (int32_t& t : tokens) t = std::max(0, t);
       std::vector<float> logits(static_cast<size_t>(plan.num_logit_rows() * vocab_));
-      const ForwardBatch batch{tokens, plan.sequences, plan.shared_prefixes, logits};
+      const ForwardBatch batch{tokens, plan.sequences, plan.shared_prefixes, logits, {}};
       const Status valid = ValidateForwardBatch(
           batch, ForwardLimits{vocab_, 4096, block_tokens_, static_cast<int>(blocks_.size()), static_cast<int>(slots_.size())});
       EXPECT_TRUE(valid.ok()) << valid.message();

@@ -27,7 +27,7 @@ class ForwardBatchTest : public ::testing::Test {
 
   // A valid one-sequence batch of `tokens_` (mutated by each test).
   Status Run(std::span<float> logits) {
-    const ForwardBatch batch{tokens_, std::span<const ForwardSequence>(&forward_, 1), groups_, logits};
+    const ForwardBatch batch{tokens_, std::span<const ForwardSequence>(&forward_, 1), groups_, logits, {}};
     return model_->arch->Forward(batch, *storage_, *workspace_, pool_);
   }
   std::vector<float> Logits(int rows) { return std::vector<float>(rows * model_->config().vocab_size); }
