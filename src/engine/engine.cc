@@ -452,6 +452,9 @@ class EngineImpl : public Engine {
     std::lock_guard<std::mutex> lock(metrics_mu_);
     counters_.num_requests_running = scheduler_->num_running_requests();
     counters_.num_requests_waiting = scheduler_->num_waiting_requests();
+    counters_.num_requests_awaiting_kv = scheduler_->num_awaiting_kv();
+    counters_.num_requests_holding_kv = scheduler_->num_holding_kv();
+    counters_.num_prompt_tokens_pending = scheduler_->num_prompt_tokens_pending();
     num_waiting_.store(counters_.num_requests_waiting);
     const BlockPool& blocks = scheduler_->kv().blocks();
     counters_.kv_cache_blocks = blocks.num_blocks();

@@ -30,6 +30,7 @@ class Histogram {
   static std::vector<double> TimeToFirstTokenBuckets();
   static std::vector<double> InterTokenBuckets();
   static std::vector<double> RequestLatencyBuckets();
+  static std::vector<double> TransferBuckets();  // KV transfers: 1 ms to 60 s
 
  private:
   mutable std::mutex mu_;
@@ -45,6 +46,9 @@ struct EngineMetrics {
   int64_t num_requests_waiting = 0;  // queued, not started or preempted
   double kv_cache_usage = 0.0;       // fraction of KV blocks held, 0..1
   int64_t kv_cache_blocks = 0;       // blocks in the pool
+  int64_t num_requests_awaiting_kv = 0;  // decode role: blocks reserved, KV on its way
+  int64_t num_requests_holding_kv = 0;   // prefill role: prompt computed, KV being sent
+  int64_t num_prompt_tokens_pending = 0; // prompt tokens queued or running, not computed yet
   // Counters.
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up in the prefix cache
   int64_t prefix_cache_hits = 0;     // of those, tokens found

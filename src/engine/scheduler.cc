@@ -147,6 +147,21 @@ int Scheduler::num_running_requests() const {
   return count + static_cast<int>(handing_off_.size());  // one sequence per handing-off request
 }
 
+int Scheduler::num_handing_off(Sequence::State state) const {
+  return static_cast<int>(std::count_if(handing_off_.begin(), handing_off_.end(),
+                                        [&](const Sequence* s) { return s->state == state; }));
+}
+
+int64_t Scheduler::num_prompt_tokens_pending() const {
+  int64_t pending = 0;
+  auto uncomputed = [](const Sequence* s) {
+    return std::max<int64_t>(0, s->num_prompt_tokens() - s->num_computed);
+  };
+  for (const Sequence* s : waiting_) pending += s->sample_index == 0 ? uncomputed(s) : 0;
+  for (const Sequence* s : running_) pending += uncomputed(s);
+  return pending;
+}
+
 int Scheduler::num_waiting_requests() const {
   int count = 0;
   const Request* last = nullptr;

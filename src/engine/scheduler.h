@@ -141,6 +141,11 @@ class Scheduler {
   int num_steps_in_flight() const { return num_steps_in_flight_; }
   int num_running_requests() const;
   int num_waiting_requests() const;
+  int num_awaiting_kv() const { return num_handing_off(Sequence::State::kAwaitingKv); }
+  int num_holding_kv() const { return num_handing_off(Sequence::State::kHoldingKv); }
+  // Prompt tokens queued or running whose KV is not computed yet (what a
+  // prefill pool scales on).
+  int64_t num_prompt_tokens_pending() const;
   int64_t num_preemptions() const { return num_preemptions_; }
   const KvManager& kv() const { return kv_; }
   const SchedulerOptions& options() const { return options_; }
@@ -187,6 +192,7 @@ class Scheduler {
                       std::vector<SequenceEvent>* events, bool has_token = false, SampleResult sample = {});
   void ReleaseDone();
   Sequence* FindSequence(uint64_t id) const;
+  int num_handing_off(Sequence::State state) const;
 
   SchedulerOptions options_;
   ModelLimits limits_;

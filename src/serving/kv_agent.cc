@@ -64,6 +64,9 @@ std::string RenderKvAgentMetrics(const KvAgent& agent, const std::string& model_
   w.Sample("kv_transfers_total", static_cast<double>(s.transfers_failed), R"(result="failed")");
   w.Counter("kv_transfer_fallbacks_total", static_cast<double>(s.fallbacks),
             "Requests prefilled on the decode instance after a failed handoff.");
+  w.Histo("kv_transfer_seconds", agent.transfer_seconds(),
+          "Decode: from blocks reserved to KV in place (the remote prefill included). Prefill: from the "
+          "prompt's last step to the decode side's verdict (the part of the transfer not hidden by compute).");
   return w.Take();
 }
 
@@ -105,9 +108,13 @@ void KvAgent::OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) {
   for (const auto& chunk : layout.chunks) {
     for (const auto& part : chunk) bytes += static_cast<int64_t>(part.size());
   }
-  const Status expected = receiver_->Expect(request_id, layout.chunks,
-                                            transport::Clock::now() + options_.transfer_timeout,
-                                            [this, engine, request_id, bytes](Status status) {
+  const auto start = transport::Clock::now();
+  const Status expected = receiver_->Expect(request_id, layout.chunks, start + options_.transfer_timeout,
+                                            [this, engine, request_id, bytes, start](Status status) {
+                                              if (status.ok()) {
+                                                transfer_seconds_.Observe(std::chrono::duration<double>(
+                                                    transport::Clock::now() - start).count());
+                                              }
                                               {
                                                 std::lock_guard<std::mutex> lock(mu_);
                                                 ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
@@ -207,6 +214,7 @@ void KvAgent::OnKvReady(uint64_t request_id, const KvHandoffLayout& layout) {
     auto [it, started] = exports_.try_emplace(request_id);
     if (started) it->second.status = StartExportLocked(request_id, layout.peer, layout.format, &it->second);
     it->second.finishing = true;
+    it->second.computed = transport::Clock::now();
   }
   Post([this, request_id, num_chunks = layout.num_chunks] { FinishExport(request_id, num_chunks); });
 }
@@ -224,6 +232,10 @@ void KvAgent::FinishExport(uint64_t request_id, uint32_t num_chunks) {
   if (status.ok()) status = out->Finish(num_chunks, transport::Clock::now() + options_.transfer_timeout);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (status.ok()) {
+      transfer_seconds_.Observe(
+          std::chrono::duration<double>(transport::Clock::now() - exports_.at(request_id).computed).count());
+    }
     ++(status.ok() ? stats_.transfers_ok : stats_.transfers_failed);
     if (status.ok()) stats_.bytes += exports_.at(request_id).bytes;
     exports_.erase(request_id);  // its transfer has ended either way: no stream reads the blocks

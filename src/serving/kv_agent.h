@@ -73,6 +73,7 @@ class KvAgent : public KvHandoffHandler {
   int kv_port() const { return receiver_ ? receiver_->port() : 0; }
   const KvAgentOptions& options() const { return options_; }
   KvAgentStats stats() const;
+  Histogram::Snapshot transfer_seconds() const { return transfer_seconds_.snapshot(); }
 
   void OnKvReserved(uint64_t request_id, const KvHandoffLayout& layout) override;
   void OnKvWritten(uint64_t request_id, std::string_view peer, std::string_view format,
@@ -95,6 +96,7 @@ class KvAgent : public KvHandoffHandler {
     Status status;           // why it cannot be sent (bad peer, format mismatch)
     int64_t bytes = 0;       // queued so far
     bool finishing = false;  // FinishExport owns it
+    transport::Clock::time_point computed;  // when the prompt's last step ended
   };
   Status StartExportLocked(uint64_t request_id, std::string_view peer, std::string_view format, Export* e);
   void FinishExport(uint64_t request_id, uint32_t num_chunks);
@@ -111,6 +113,7 @@ class KvAgent : public KvHandoffHandler {
   std::map<std::string, std::unique_ptr<transport::TransferSender>> senders_;  // GUARDED_BY(mu_)
   std::map<uint64_t, Export> exports_;      // prefill: by request id; GUARDED_BY(mu_)
   KvAgentStats stats_;                      // GUARDED_BY(mu_)
+  Histogram transfer_seconds_{Histogram::TransferBuckets()};
   std::vector<std::thread> workers_;
 };
 

@@ -67,6 +67,12 @@ std::string RenderPrometheus(const EngineMetrics& m, const std::string& model_na
           "Requests waiting to run: not started yet, or preempted.");
   w.Gauge("kv_cache_usage_perc", m.kv_cache_usage, "Fraction of KV-cache blocks in use (1 = full).");
   w.Gauge("kv_cache_blocks", static_cast<double>(m.kv_cache_blocks), "KV-cache blocks in the pool.");
+  w.Gauge("num_prompt_tokens_pending", static_cast<double>(m.num_prompt_tokens_pending),
+          "Prompt tokens queued or running whose KV is not computed yet.");
+  w.Gauge("num_requests_awaiting_kv", static_cast<double>(m.num_requests_awaiting_kv),
+          "Decode role: requests whose KV is on its way from a prefill instance.");
+  w.Gauge("num_requests_holding_kv", static_cast<double>(m.num_requests_holding_kv),
+          "Prefill role: requests whose computed KV is being sent.");
   w.Counter("prefix_cache_queries_total", static_cast<double>(m.prefix_cache_queries),
             "Prompt tokens looked up in the prefix cache.");
   w.Counter("prefix_cache_hits_total", static_cast<double>(m.prefix_cache_hits),

@@ -77,8 +77,15 @@ def test_greedy_through_prefill_and_decode_equals_one_instance(cluster):
     ok = lambda s: sum(v for k, v in s.metrics().items() if k.startswith("tetra:kv_transfers_total") and "ok" in k)
     assert ok(prefill) == ok(decode) == 4
     assert decode.metric("tetra:prefix_cache_hits_total") > 0
+    # One transfer time per transfer on each side; the decode side's (the
+    # whole remote prefill) is the longer.
+    assert prefill.metric("tetra:kv_transfer_seconds_count") == decode.metric("tetra:kv_transfer_seconds_count") == 4
+    assert decode.metric("tetra:kv_transfer_seconds_sum") > prefill.metric("tetra:kv_transfer_seconds_sum") > 0
     wait_idle(decode)
     wait_idle(prefill)
+    for s in (decode, prefill):
+        for gauge in ("num_requests_awaiting_kv", "num_requests_holding_kv", "num_prompt_tokens_pending"):
+            assert s.metric("tetra:" + gauge) == 0, gauge
 
 
 def test_chat_and_streaming_through_the_decode_instance(cluster):

@@ -252,7 +252,9 @@ TEST(Disaggregation, AnExportStreamsEachPieceOnceAsItIsComputedAndIsNeverPreempt
       EXPECT_EQ(blocks[p - x.first_piece], ready.blocks[2 + p]) << "piece " << p;
     }
     EXPECT_EQ(x.open_slot >= 0, x.end_piece == 9);
-    if (x.open_slot >= 0) EXPECT_EQ(x.open_slot, ready.slot);
+    if (x.open_slot >= 0) {
+      EXPECT_EQ(x.open_slot, ready.slot);
+    }
     next = x.end_piece;
   }
   EXPECT_EQ(next, 9);

@@ -133,7 +133,9 @@ class Disaggregated {
     p.kv_skip_tokens = layout.first_token;
     auto collector = std::make_shared<Collector>();
     const uint64_t prefill_id = prefill_->Submit(p, collector->Callback()).value();
-    exports_[prefill_id] = Export{decode_id, collector};
+    Export& e = exports_[prefill_id];
+    e.decode_id = decode_id;
+    e.collector = collector;
   }
 
   // Runner thread: chunks go onto the streams at once.
@@ -193,7 +195,7 @@ class Disaggregated {
   }
 
   struct Export {
-    uint64_t decode_id;
+    uint64_t decode_id = 0;
     std::shared_ptr<Collector> collector;
     std::unique_ptr<transport::OutgoingTransfer> out;
     int written_calls = 0;

@@ -249,6 +249,25 @@ TEST_F(SchedulerTest, AShortPromptIsNotHeldBehindALongOnesChunks) {
   }
 }
 
+TEST_F(SchedulerTest, PendingPromptTokensCountWhatIsNotComputedYet) {
+  Make(Options(512, 4, 8, /*budget=*/64));
+  Add(Request(Prompt(100, 1), 3));
+  Add(Request(Prompt(30, 2), 3, /*n=*/2));  // a prompt counts once, not per sample
+  EXPECT_EQ(scheduler_->num_prompt_tokens_pending(), 130);
+  StepPlan plan;
+  ASSERT_TRUE(scheduler_->Plan(&plan, Clock::now()));
+  EXPECT_EQ(scheduler_->num_prompt_tokens_pending(), 130 - plan.num_prefill_tokens);
+  StepResult result;
+  runner_->Run(plan, &result);
+  std::vector<SequenceEvent> events;
+  scheduler_->Complete(plan, result, &events);
+  Apply(events);
+  RunAll(1);
+  EXPECT_EQ(scheduler_->num_prompt_tokens_pending(), 0);
+  ExpectMatchesOracle();
+  ExpectEverythingFree();
+}
+
 TEST_F(SchedulerTest, AdmissionWaitsForKvBlocksAndNeverSkipsTheHead) {
   // 12 blocks of 4 tokens: three requests of 5 + 11 tokens (4 blocks each
   // with headroom) cannot all run at once.
