@@ -158,6 +158,7 @@ class EngineImpl : public Engine {
     s.lookahead = options.overlap;
     s.shared_prefix_attention = options.shared_prefix_attention;
     s.max_waiting_requests = options.max_waiting_requests;
+    s.attention_cost_context = options.attention_cost_model ? AttentionCostContext(c) : 0.0;
     scheduler_ = std::make_unique<Scheduler>(s, ModelLimits{c.vocab_size, c.max_position, model.tokenizer->stop_ids()});
     num_kv_blocks_ = num_blocks;
     if (options_.kv_handoff != nullptr) {
@@ -478,7 +479,12 @@ class EngineImpl : public Engine {
       const bool stopping = DrainInbox(&events);
       Process(events);
       // Plan ahead: with overlap, the next step is planned while one computes.
-      while (in_flight.size() < depth) {
+      // A step of prompt chunks alone is long and no stream's gap hangs on
+      // the next one starting at once: plan that one when it ends, so what
+      // arrives meanwhile (a short prompt behind a long one) joins it a
+      // whole step sooner.
+      while (in_flight.size() < depth &&
+             (in_flight.empty() || plans[in_flight.back()].num_decode_tokens > 0)) {
         int free_index = 0;
         while (std::find(in_flight.begin(), in_flight.end(), free_index) != in_flight.end()) ++free_index;
         const bool planned = scheduler_->Plan(&plans[free_index], Clock::now());

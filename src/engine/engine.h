@@ -163,6 +163,9 @@ struct EngineOptions {
   int max_waiting_requests = 4096;  // Submit refuses more (kResourceExhausted)
   bool enable_prefix_caching = true;
   bool overlap = true;              // schedule step N+1 while step N computes
+  // Prompt chunks deep into a long prompt take fewer tokens, so steps cost
+  // about the same (SchedulerOptions::attention_cost_context).
+  bool attention_cost_model = true;
   bool shared_prefix_attention = true;  // parallel samples read their prompt's KV once per step
   KvHandoffHandler* kv_handoff = nullptr;  // for kExport / kImport requests; not owned, outlives the engine
 };

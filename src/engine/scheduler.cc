@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "base/check.h"
 
@@ -336,9 +337,29 @@ void Scheduler::PlanExportPieces(Sequence& seq, StepPlan* plan) {
   seq.kv_pieces_planned = end_piece;
 }
 
+int64_t Scheduler::TokensWithinCost(int64_t start, int64_t cost) const {
+  const double k = options_.attention_cost_context;
+  if (k <= 0 || cost <= 0) return cost;
+  // count * (1 + (start + count / 2) / k) <= cost, solved for count.
+  const double a = 1.0 + static_cast<double>(start) / k;
+  const double count = k * (std::sqrt(a * a + 2.0 * static_cast<double>(cost) / k) - a);
+  return std::clamp<int64_t>(static_cast<int64_t>(count), 1, cost);
+}
+
+int64_t Scheduler::CostOf(int64_t start, int64_t count) const {
+  const double k = options_.attention_cost_context;
+  if (k <= 0) return count;
+  return static_cast<int64_t>(std::ceil(static_cast<double>(count) *
+                                        (1.0 + (static_cast<double>(start) + 0.5 * static_cast<double>(count)) / k)));
+}
+
 int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan) {
   Work work = WorkOf(seq, budget);
   LimitChunk(chunk_limit, &work);
+  const bool chunk = !work.is_placeholder && !IsDecoding(seq);
+  const int64_t start = seq.num_computed;
+  // A prompt chunk's cost grows with the context it attends to.
+  if (chunk) LimitChunk(TokensWithinCost(start, std::min(budget, chunk_limit)), &work);
   if (work.count == 0) return 0;
   Request& request = *seq.request;
   if (!ReserveOrPreempt(seq, work.count)) return -1;
@@ -352,7 +373,7 @@ int64_t Scheduler::TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, S
   }
   AddToPlan(seq, work, plan);
   if (forks && work.samples) ForkSamples(request, plan);
-  return work.count;
+  return chunk ? std::min(CostOf(start, work.count), std::max(budget, work.count)) : work.count;
 }
 
 bool Scheduler::HeadMayBeAdmitted() const {

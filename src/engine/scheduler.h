@@ -15,6 +15,8 @@
 //   - waiting requests are admitted in priority/FCFS order while the
 //     budget, the sequence limit and the KV pool allow, attaching the
 //     longest cached prefix first; the head of the queue is never skipped;
+//   - a prompt chunk's size is its cost: tokens deep into a long prompt
+//     attend to more and count for more (attention_cost_context);
 //   - with several prompts to compute, a running prompt's chunk takes at
 //     most an even share of the step's prompt budget, so short prompts are
 //     not held behind a long one (what they leave of the step stays unused);
@@ -55,6 +57,14 @@ struct SchedulerOptions {
   bool lookahead = true;       // plan decodes whose input is still being sampled
   bool shared_prefix_attention = true;  // group parallel samples' decodes by their shared prompt blocks
   int max_waiting_requests = 4096;
+  // The attention-cost model of prompt chunks: a chunk of c tokens from
+  // position s costs c * (1 + (s + c / 2) / attention_cost_context) budget
+  // tokens (its linear layers, then attention to what it reads), so a step
+  // deep into a long prompt takes fewer tokens and every step costs about
+  // the same. The value is the context length at which a token's attention
+  // costs as much as its linear layers (ModelConfig: AttentionCostContext).
+  // 0: a token costs 1 wherever it is.
+  double attention_cost_context = 0;
 };
 
 // What the scheduler needs of the model.
@@ -174,7 +184,12 @@ class Scheduler {
   // The waiting queue's head could run this step (a slot is free, it is not
   // in flight, it computes its prompt here), as far as is known before planning.
   bool HeadMayBeAdmitted() const;
-  // Plans seq's work within budget: the tokens planned, or -1 when seq was preempted.
+  // With attention_cost_context: the prompt tokens from position `start`
+  // whose cost fits `cost` (at least 1), and the cost of `count` of them.
+  int64_t TokensWithinCost(int64_t start, int64_t cost) const;
+  int64_t CostOf(int64_t start, int64_t count) const;
+  // Plans seq's work within budget: the budget it used (tokens; a prompt
+  // chunk's cost), or -1 when seq was preempted.
   int64_t TryPlan(Sequence& seq, int64_t budget, int64_t chunk_limit, StepPlan* plan);
   void AddToPlan(Sequence& seq, const Work& work, StepPlan* plan);
   int NumForkPending(const Request& request) const;

@@ -44,4 +44,18 @@ std::vector<float> RopeConfig::InverseFrequencies() const {
   return inv_freq;
 }
 
+double AttentionCostContext(const ModelConfig& c) {
+  const double hidden = static_cast<double>(c.hidden_size);
+  const double q = static_cast<double>(c.num_heads) * c.head_dim;
+  const double kv = static_cast<double>(c.num_kv_heads) * c.head_dim;
+  double ffn = 3.0 * hidden * static_cast<double>(c.intermediate_size);  // gate, up, down
+  if (c.is_moe()) {
+    ffn = 3.0 * hidden * static_cast<double>(c.expert_intermediate_size) * c.num_experts_per_token +
+          3.0 * hidden * static_cast<double>(c.shared_expert_intermediate_size) + hidden * c.num_experts;  // + router
+  }
+  const double linear = hidden * (2.0 * q + 2.0 * kv) + ffn;  // multiply-adds per token and layer
+  const double attention = 2.0 * q;                           // per position attended: QK and PV
+  return attention > 0 && linear > 0 ? linear / attention : 0.0;
+}
+
 }  // namespace tetra

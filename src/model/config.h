@@ -53,4 +53,10 @@ struct ModelConfig {
   bool is_moe() const { return num_experts > 0; }
 };
 
+// The context length at which one token's attention (QK and PV over that
+// many positions) costs as many FLOPs as its linear layers (projections and
+// the FFN, the active experts of an MoE): the scale of the scheduler's
+// attention-cost model of prompt chunks. 0 when the config lacks the sizes.
+double AttentionCostContext(const ModelConfig& config);
+
 }  // namespace tetra

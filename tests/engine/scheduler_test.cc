@@ -268,6 +268,30 @@ TEST_F(SchedulerTest, PendingPromptTokensCountWhatIsNotComputedYet) {
   ExpectEverythingFree();
 }
 
+TEST_F(SchedulerTest, TheAttentionCostModelShrinksChunksDeepIntoAPromptAndKeepsStepsEven) {
+  SchedulerOptions o = Options(512, 4, 8, /*budget=*/64);
+  o.attention_cost_context = 128;  // at 128 positions a token's attention costs its linear layers again
+  Make(o);
+  std::vector<std::pair<int64_t, int64_t>> chunks;  // (start, tokens) of the prompt's chunks
+  check_plan_ = [&](const StepPlan& plan) {
+    if (plan.num_prefill_tokens > 0) chunks.push_back({plan.sequences[0].start_position, plan.num_prefill_tokens});
+  };
+  Add(Request(Prompt(1000, 1), 3));
+  RunAll(1);
+  ASSERT_GT(chunks.size(), 2u);
+  EXPECT_EQ(chunks.front().second, 53);  // at position 0: 53 * (1 + 26.5 / 128) = 63.97 <= 64
+  for (size_t i = 0; i + 1 < chunks.size(); ++i) {
+    const auto [start, count] = chunks[i];
+    const double cost = count * (1.0 + (start + count / 2.0) / 128.0);
+    EXPECT_LE(cost, 64.0 + 1e-9) << "chunk at " << start;
+    EXPECT_GT((count + 1) * (1.0 + (start + (count + 1) / 2.0) / 128.0), 64.0) << "chunk at " << start << " could be longer";
+    EXPECT_LE(chunks[i + 1].second, count);  // deeper: no longer
+  }
+  EXPECT_LT(chunks[chunks.size() - 2].second, 10);  // ~900 positions in: a handful of tokens a step
+  ExpectMatchesOracle();
+  ExpectEverythingFree();
+}
+
 TEST_F(SchedulerTest, AdmissionWaitsForKvBlocksAndNeverSkipsTheHead) {
   // 12 blocks of 4 tokens: three requests of 5 + 11 tokens (4 blocks each
   // with headroom) cannot all run at once.
