@@ -5,7 +5,9 @@ Workload, the same for both, for --seconds: --chat streams of chat-sized
 requests (about --chat-prompt tokens, --chat-tokens new tokens, back to
 back) while --long streams send long prompts (--long-min to --long-max
 tokens, --long-tokens new tokens, back to back): the case where a long
-prefill stalls every decoding stream of a colocated server.
+prefill stalls every decoding stream of a colocated server. With
+--chat-rate / --long-rate the requests arrive open loop instead (Poisson,
+the same request rate for both configurations, whatever their speed).
 
   colocated      tetra serve -t 2 (both cores), chunked prefill mixed with decodes
   disaggregated  tetra serve --role prefill -t 1 on core 0, --role decode -t 1 on
@@ -91,8 +93,27 @@ async def run_load(base, args, seed):
                 ttft, gaps = await stream(client, url, p, n)
                 results[kind].append((ttft, gaps))
 
+        async def one(kind):
+            if kind == "chat":
+                p, n = prompt(args.chat_prompt), args.chat_tokens
+            else:
+                p, n = prompt(rng.randint(args.long_min, args.long_max)), args.long_tokens
+            results[kind].append(await stream(client, url, p, n))
+
+        async def arrivals(kind, rate):
+            # Open loop: Poisson arrivals at `rate` per second, whatever the server's speed.
+            arrival_rng = random.Random(seed * 7 + (kind == "long"))
+            tasks = []
+            while time.perf_counter() < deadline:
+                tasks.append(asyncio.create_task(one(kind)))
+                await asyncio.sleep(arrival_rng.expovariate(rate))
+            await asyncio.gather(*tasks)
+
         start = time.perf_counter()
-        await asyncio.gather(*([worker("chat") for _ in range(args.chat)] + [worker("long") for _ in range(args.long)]))
+        loads = []
+        for kind, rate, streams in (("chat", args.chat_rate, args.chat), ("long", args.long_rate, args.long)):
+            loads += [arrivals(kind, rate)] if rate > 0 else [worker(kind) for _ in range(streams)]
+        await asyncio.gather(*loads)
         wall = time.perf_counter() - start
     return results, wall
 
@@ -121,7 +142,7 @@ def start_colocated(args):
 def start_disaggregated(args):
     pp, dp, rp = free_port(), free_port(), free_port()
     procs = [Proc(pinned(0, [args.tetra, "serve", "-m", args.model, "--port", str(pp), "-t", "1", "--role", "prefill",
-                             *args.tetra_args.split()]), pp, "/tmp/disagg-bench-prefill.log"),
+                             *args.tetra_args.split(), *args.prefill_args.split()]), pp, "/tmp/disagg-bench-prefill.log"),
              Proc(pinned(1, [args.tetra, "serve", "-m", args.model, "--port", str(dp), "-t", "1", "--role", "decode",
                              *args.tetra_args.split(), *args.decode_args.split()]), dp, "/tmp/disagg-bench-decode.log")]
     procs.append(Proc(pinned(1, [args.tetra, "router", "--port", str(rp), "--prefill", f"http://127.0.0.1:{pp}",
@@ -135,8 +156,13 @@ def main():
     ap.add_argument("-m", "--model", required=True)
     ap.add_argument("--tetra-args", default="", help="extra flags for every tetra serve")
     ap.add_argument("--decode-args", default="", help="extra flags for the decode instance only")
+    ap.add_argument("--prefill-args", default="", help="extra flags for the prefill instance only")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--chat", type=int, default=4)
+    ap.add_argument("--chat-rate", type=float, default=0,
+                    help="chat requests per second, Poisson (open loop; the same rate for both configurations); "
+                         "0: --chat streams back to back")
+    ap.add_argument("--long-rate", type=float, default=0, help="long requests per second, Poisson; 0: --long streams")
     ap.add_argument("--chat-prompt", type=int, default=100)
     ap.add_argument("--chat-tokens", type=int, default=64)
     ap.add_argument("--long", type=int, default=1)
@@ -169,8 +195,10 @@ def main():
                       f"p99 {k['ttft_p99']:6.2f} s, ITL p50 {k['itl_p50']:6.1f} p99 {k['itl_p99']:7.1f} ms, "
                       f"goodput {k['goodput']:.2f} req/s", flush=True)
 
-    print(f"\nSLO: TTFT <= {args.slo_ttft} s and mean ITL <= {args.slo_itl} ms; {args.chat} chat streams "
-          f"({args.chat_prompt} + {args.chat_tokens} tokens), {args.long} long ({args.long_min}-{args.long_max} + "
+    chat = f"chat at {args.chat_rate}/s" if args.chat_rate > 0 else f"{args.chat} chat streams"
+    long = f"long at {args.long_rate}/s" if args.long_rate > 0 else f"{args.long} long streams"
+    print(f"\nSLO: TTFT <= {args.slo_ttft} s and mean ITL <= {args.slo_itl} ms; {chat} "
+          f"({args.chat_prompt} + {args.chat_tokens} tokens), {long} ({args.long_min}-{args.long_max} + "
           f"{args.long_tokens}); {args.seconds:.0f} s per round; mean over rounds (range)\n")
     print("| config | class | requests | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) | goodput (req/s) |")
     print("|---|---|---|---|---|---|")

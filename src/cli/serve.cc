@@ -78,8 +78,9 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
   cmd->add_option("--kv-streams", f.kv_streams, "TCP streams per prefill-decode pair (default 4)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--disagg-min-prompt-tokens", f.disagg_min_prompt_tokens,
-                  "Decode role: shorter prompts are prefilled here, not remotely (default 512)")
-      ->check(CLI::Range(2, 1 << 30));
+                  "Decode role: shorter prompts are prefilled here, not on the prefill instance (default 0: "
+                  "every prompt goes there; a local prefill takes decode steps' time)")
+      ->check(CLI::Range(0, 1 << 30));
   AddPrecisionOptions(cmd, f.precision);
 }
 

@@ -33,7 +33,7 @@ struct ServeFlags {
   std::string kv_host = "127.0.0.1";
   int kv_port = 0;
   int kv_streams = 4;
-  int disagg_min_prompt_tokens = 512;
+  int disagg_min_prompt_tokens = 0;
   PrecisionFlags precision;
 };
 void AddServeCommand(CLI::App& app, ServeFlags& flags);

@@ -36,7 +36,7 @@ struct ServerOptions {
   // tokens is prefilled there (kImport). kPrefill: POST /internal/v1/prefill
   // is served.
   ServeRole role = ServeRole::kBoth;
-  int disagg_min_prompt_tokens = 512;
+  int disagg_min_prompt_tokens = 0;
 };
 
 class OpenAiServer {
