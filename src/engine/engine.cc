@@ -255,7 +255,7 @@ class EngineImpl : public Engine {
         const std::span<const BlockId> block(plan.kv_export_blocks.data() + e.blocks_offset + (p - e.first_piece),
                                              open ? 0 : 1);
         chunks.push_back({static_cast<uint32_t>(p * num_layers + layer),
-                          storage.LayerRegions(layer, block, open ? e.open_slot : -1)});
+                          storage.LayerRegions(layer, block, open ? e.open_slot : -1), open});
       }
       options_.kv_handoff->OnKvWritten(e.request_id, *e.peer, storage.transfer_format(), std::move(chunks));
     }

@@ -124,6 +124,7 @@ struct KvHandoffLayout {
 struct KvHandoffChunk {
   uint32_t index = 0;
   std::vector<std::span<uint8_t>> regions;
+  bool open_block = false;  // the open block's f32 keys and values (else a full block's)
 };
 
 // Moves KV between engines (the serving layer's transport agent; a test's

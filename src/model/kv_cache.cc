@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/check.h"
@@ -167,6 +168,64 @@ std::vector<std::span<uint8_t>> KvStorage::LayerRegions(int layer, std::span<con
 std::string KvStorage::transfer_format() const {
   return fmt::format("kv {} block {} layers {} kv_heads {} head_dim {}", KvDtypeName(options_.dtype),
                      options_.block_tokens, geometry_.num_layers, geometry_.num_kv_heads, geometry_.head_dim);
+}
+
+StatusOr<KvTransferFormat> ParseKvTransferFormat(std::string_view text) {
+  KvTransferFormat f;
+  char dtype[16] = {};
+  int consumed = 0;
+  const std::string copy(text);
+  if (std::sscanf(copy.c_str(), "kv %15s block %d layers %d kv_heads %d head_dim %d%n", dtype, &f.block_tokens,
+                  &f.geometry.num_layers, &f.geometry.num_kv_heads, &f.geometry.head_dim, &consumed) != 5 ||
+      consumed != static_cast<int>(copy.size())) {
+    return Status::Errorf("'{}' is not a KV transfer format (kv DTYPE block N layers N kv_heads N head_dim N)", text);
+  }
+  TETRA_ASSIGN_OR_RETURN(f.dtype, ParseKvDtype(dtype));
+  return f;
+}
+
+Status ConvertKvBlock(const KvTransferFormat& from, std::span<const std::span<uint8_t>> regions,
+                      const KvTransferFormat& to, std::vector<uint8_t>* out) {
+  const KvGeometry& g = from.geometry;
+  if (from.block_tokens != to.block_tokens || g.num_layers != to.geometry.num_layers ||
+      g.num_kv_heads != to.geometry.num_kv_heads || g.head_dim != to.geometry.head_dim) {
+    return Status::Error("KV formats differ in more than the dtype: no conversion");
+  }
+  auto view_of = [&](KvDtype dtype) {
+    KvLayerView v;
+    v.dtype = dtype;
+    v.block_tokens = from.block_tokens;
+    v.num_kv_heads = g.num_kv_heads;
+    v.head_dim = g.head_dim;
+    return v;
+  };
+  const KvLayerView src = view_of(from.dtype), dst = view_of(to.dtype);
+  const size_t elements = static_cast<size_t>(src.block_elements());
+  const size_t src_bytes = elements * KvDtypeBytes(from.dtype);
+  const size_t scale_bytes = sizeof(float) * g.num_kv_heads;
+  const bool src_scales = from.dtype == KvDtype::kFp8E4M3, dst_scales = to.dtype == KvDtype::kFp8E4M3;
+  if (regions.size() != (src_scales ? 4u : 2u) || regions[0].size() != src_bytes || regions[1].size() != src_bytes ||
+      (src_scales && (regions[2].size() != scale_bytes || regions[3].size() != scale_bytes))) {
+    return Status::Error("KV block regions do not match their format");
+  }
+  const size_t dst_bytes = elements * KvDtypeBytes(to.dtype);
+  const size_t start = out->size();
+  out->resize(start + 2 * dst_bytes + (dst_scales ? 2 * scale_bytes : 0));
+  uint8_t* dst_keys = out->data() + start;
+  uint8_t* dst_key_scales = dst_keys + 2 * dst_bytes;  // then the value scales
+  std::vector<float> f32(elements);
+  std::vector<float> scales(g.num_kv_heads);
+  for (int kv = 0; kv < 2; ++kv) {  // keys, then values
+    std::vector<float> src_scale(g.num_kv_heads, 1.0f);
+    if (src_scales) std::memcpy(src_scale.data(), regions[2 + kv].data(), scale_bytes);
+    const int64_t row = static_cast<int64_t>(from.block_tokens) * g.head_dim;
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      LoadKvBlockRows(src, regions[kv].data(), src_scale.data(), 0, h, 0, from.block_tokens, &f32[h * row]);
+    }
+    StoreKvBlock(dst, f32.data(), 0, dst_keys + kv * dst_bytes, scales.data());
+    if (dst_scales) std::memcpy(dst_key_scales + kv * scale_bytes, scales.data(), scale_bytes);
+  }
+  return Status::Ok();
 }
 
 }  // namespace tetra

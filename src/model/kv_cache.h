@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -38,6 +39,24 @@ struct KvGeometry {
   int num_kv_heads = 0;
   int head_dim = 0;
 };
+
+// A KvStorage::transfer_format() read back.
+struct KvTransferFormat {
+  KvDtype dtype = KvDtype::kFp8E4M3;
+  int block_tokens = 0;
+  KvGeometry geometry;
+};
+StatusOr<KvTransferFormat> ParseKvTransferFormat(std::string_view text);
+
+// Converts one full block's LayerRegions (keys, values, FP8 scales) of
+// format `from` into the bytes the same block's regions hold in format `to`
+// (same geometry and block size, another dtype), back to back: what a
+// storage of format `to` would hold had it stored the block's f32 values
+// itself (FP8 -> wider is exact; to FP8 quantizes per block and head as
+// StoreKvBlock does). Open blocks are f32 in every format: they need none.
+// Invalid when the geometries differ or the regions do not match `from`.
+Status ConvertKvBlock(const KvTransferFormat& from, std::span<const std::span<uint8_t>> regions,
+                      const KvTransferFormat& to, std::vector<uint8_t>* out);
 
 class KvStorage {
  public:

@@ -185,8 +185,19 @@ Status KvAgent::StartExportLocked(uint64_t request_id, std::string_view peer, st
     return Status::Errorf("request {}: bad KV peer '{}'", request_id, peer);
   }
   if (peer_format != format) {
-    return Status::Errorf("KV format mismatch: the decode instance has '{}', this prefill instance '{}'", peer_format,
-                          format);
+    // Another dtype (W4A8 prefill with a BF16 cache beside an FP8 decode
+    // pool, say): full blocks are converted here, on the prefill side, so
+    // the decode instance's CPU stays on decoding; the receiver sees its
+    // own format.
+    auto from = ParseKvTransferFormat(format);
+    auto to = ParseKvTransferFormat(peer_format);
+    if (!from.ok() || !to.ok() || from->block_tokens != to->block_tokens ||
+        from->geometry.num_layers != to->geometry.num_layers ||
+        from->geometry.num_kv_heads != to->geometry.num_kv_heads || from->geometry.head_dim != to->geometry.head_dim) {
+      return Status::Errorf("KV format mismatch: the decode instance has '{}', this prefill instance '{}' (only the "
+                            "dtype may differ)", peer_format, format);
+    }
+    e->convert = std::make_pair(*from, *to);
   }
   const std::string host = address.substr(0, colon);
   const int port = std::atoi(address.substr(colon + 1, slash - colon - 1).c_str());
@@ -203,6 +214,12 @@ void KvAgent::OnKvWritten(uint64_t request_id, std::string_view peer, std::strin
   if (started) e.status = StartExportLocked(request_id, peer, format, &e);
   if (!e.status.ok()) return;  // reported by OnKvReady
   for (KvHandoffChunk& chunk : chunks) {
+    if (e.convert && !chunk.open_block) {
+      auto& buffer = e.converted.emplace_back(std::make_unique<std::vector<uint8_t>>());
+      e.status = ConvertKvBlock(e.convert->first, chunk.regions, e.convert->second, buffer.get());
+      if (!e.status.ok()) return;
+      chunk.regions = {std::span<uint8_t>(*buffer)};
+    }
     for (const auto& region : chunk.regions) e.bytes += static_cast<int64_t>(region.size());
     e.out->Send(chunk.index, transport::ChunkParts(chunk.regions.begin(), chunk.regions.end()));
   }

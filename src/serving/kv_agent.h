@@ -30,11 +30,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/engine.h"
+#include "model/kv_cache.h"
 #include "transport/kv_transfer.h"
 
 namespace tetra::serving {
@@ -96,6 +98,10 @@ class KvAgent : public KvHandoffHandler {
     Status status;           // why it cannot be sent (bad peer, format mismatch)
     int64_t bytes = 0;       // queued so far
     bool finishing = false;  // FinishExport owns it
+    // Formats differ in dtype: full blocks are converted (from, to) into
+    // buffers that live until the transfer ends.
+    std::optional<std::pair<KvTransferFormat, KvTransferFormat>> convert;
+    std::vector<std::unique_ptr<std::vector<uint8_t>>> converted;
     transport::Clock::time_point computed;  // when the prompt's last step ended
   };
   Status StartExportLocked(uint64_t request_id, std::string_view peer, std::string_view format, Export* e);

@@ -116,6 +116,44 @@ def test_an_unreachable_prefill_instance_costs_a_local_prefill(cluster):
     wait_idle(decode)
 
 
+def first_logprob(server, prompt, prefill=None):
+    headers = {"X-Tetra-Prefill": prefill} if prefill else {}
+    r = httpx.post(server.base_url + "/v1/completions", headers=headers, timeout=120,
+                   json={"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 1})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["logprobs"]["token_logprobs"][0]
+
+
+def test_kv_of_another_dtype_is_converted_not_refused(cluster):
+    # Heterogeneous pools: a prefill instance with a BF16 KV cache beside the
+    # FP8 decode instance. Full blocks are converted to the decode side's
+    # format on the way (exactness: tests/model/kv_cache_test.cc); the
+    # request's first token comes out as the FP8 single instance computes
+    # it, to within BF16-against-FP8 rounding of the prompt's KV.
+    _, decode, single = cluster
+    prefill = Server("--role", "prefill", "--kv-cache", "bf16", threads=1)
+    try:
+        ok = lambda s: sum(v for k, v in s.metrics().items() if k.startswith("tetra:kv_transfers_total") and "ok" in k)
+        before, fallbacks = ok(decode), decode.metric("tetra:kv_transfer_fallbacks_total")
+        received = decode.metric("tetra:kv_transfer_bytes_total")
+        for seed in (30, 31):
+            p = prompt_ids(200, seed=seed)
+            assert abs(first_logprob(decode, p, prefill.base_url) - first_logprob(single, p)) < 0.3
+        assert ok(decode) - before == 2 and ok(prefill) == 2
+        assert decode.metric("tetra:kv_transfer_fallbacks_total") == fallbacks
+        # What arrived is in the decode side's layout (BF16 would be twice
+        # the FP8 bytes): per request and layer, 3 full FP8 blocks (keys and
+        # values of 3 KV heads x 64 positions x 64 dims, and their scales),
+        # then the open block of positions 192-198, f32 in every format.
+        full = 3 * (2 * 3 * 64 * 64 + 2 * 3 * 4)
+        open_block = 2 * 3 * 64 * 64 * 4
+        assert decode.metric("tetra:kv_transfer_bytes_total") - received == 2 * 30 * (full + open_block)
+        wait_idle(decode)
+        wait_idle(prefill)
+    finally:
+        prefill.stop()
+
+
 def test_a_prefill_instance_drains_and_exits_promptly_on_sigterm(cluster):
     _, decode, single = cluster
     prefill = Server("--role", "prefill", threads=1)

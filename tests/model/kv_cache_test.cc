@@ -241,3 +241,79 @@ TEST(KvCacheTest, TransferFormatNamesWhatMustMatch) {
 
 }  // namespace
 }  // namespace tetra
+
+namespace tetra {
+namespace {
+
+// Block `block` of a layer's keys (or values) dequantized, as Write takes
+// rows: [block_tokens, num_kv_heads, head_dim].
+std::vector<float> ReadBlock(const KvStorage& storage, int layer, BlockId block, bool values) {
+  const KvLayerView view = storage.layer(layer);
+  const int bt = view.block_tokens, dim = view.head_dim, heads = view.num_kv_heads;
+  std::vector<float> head(static_cast<size_t>(bt) * dim), rows(static_cast<size_t>(bt) * heads * dim);
+  for (int h = 0; h < heads; ++h) {
+    LoadKvBlockRows(view, values ? view.values : view.keys, values ? view.value_scales : view.key_scales, block, h, 0,
+                    bt, head.data());
+    for (int s = 0; s < bt; ++s) std::copy_n(&head[s * dim], dim, &rows[(static_cast<size_t>(s) * heads + h) * dim]);
+  }
+  return rows;
+}
+
+std::vector<uint8_t> Bytes(const std::vector<std::span<uint8_t>>& regions) {
+  std::vector<uint8_t> out;
+  for (auto r : regions) out.insert(out.end(), r.begin(), r.end());
+  return out;
+}
+
+// A block converted from one dtype to another holds what a storage of the
+// target dtype holds when it stores the source block's values itself.
+TEST(KvCacheTest, ConvertedBlocksHoldWhatTheTargetFormatStores) {
+  const KvDtype dtypes[] = {KvDtype::kFp8E4M3, KvDtype::kBf16, KvDtype::kF32};
+  for (KvDtype from : dtypes) {
+    for (KvDtype to : dtypes) {
+      SCOPED_TRACE(std::string(KvDtypeName(from)) + " -> " + KvDtypeName(to));
+      KvManager kv(4, 4, 1), kv_oracle(4, 4, 1);
+      KvStorage source(kGeometry, KvCacheOptions{from, 4}, 4, 1), oracle(kGeometry, KvCacheOptions{to, 4}, 4, 1);
+      std::mt19937 rng(21);
+      std::vector<std::vector<float>> keys(kGeometry.num_layers);
+      KvSequence seq, oracle_seq;
+      WriteRandom(kv, source, seq, 8, rng, keys);  // two full blocks
+      ASSERT_TRUE(kv_oracle.Reserve(oracle_seq, 8).ok());
+      const KvTransferFormat f = ParseKvTransferFormat(source.transfer_format()).value();
+      const KvTransferFormat t = ParseKvTransferFormat(oracle.transfer_format()).value();
+      EXPECT_EQ(f.dtype, from);
+      EXPECT_EQ(f.geometry.num_kv_heads, kGeometry.num_kv_heads);
+      for (int layer = 0; layer < kGeometry.num_layers; ++layer) {
+        for (int b = 0; b < 2; ++b) {
+          const std::vector<float> k = ReadBlock(source, layer, seq.blocks[b], false);
+          const std::vector<float> v = ReadBlock(source, layer, seq.blocks[b], true);
+          oracle.Write(layer, oracle_seq.blocks, oracle_seq.slot, b * 4, 4, k.data(), v.data());
+          std::vector<uint8_t> converted;
+          const BlockId block = seq.blocks[b];
+          ASSERT_TRUE(ConvertKvBlock(f, source.LayerRegions(layer, {&block, 1}, -1), t, &converted).ok());
+          const BlockId oracle_block = oracle_seq.blocks[b];
+          EXPECT_EQ(converted, Bytes(oracle.LayerRegions(layer, {&oracle_block, 1}, -1))) << "layer " << layer;
+        }
+      }
+      kv.Free(seq);
+      kv_oracle.Free(oracle_seq);
+    }
+  }
+}
+
+TEST(KvCacheTest, ConversionRefusesOtherGeometriesAndBadRegions) {
+  KvStorage a(kGeometry, KvCacheOptions{KvDtype::kFp8E4M3, 4}, 2, 1);
+  KvStorage b(KvGeometry{kGeometry.num_layers, kGeometry.num_kv_heads, 16}, KvCacheOptions{KvDtype::kF32, 4}, 2, 1);
+  const KvTransferFormat f = ParseKvTransferFormat(a.transfer_format()).value();
+  const KvTransferFormat t = ParseKvTransferFormat(b.transfer_format()).value();
+  std::vector<uint8_t> out;
+  const BlockId block = 0;
+  EXPECT_FALSE(ConvertKvBlock(f, a.LayerRegions(0, {&block, 1}, -1), t, &out).ok());
+  EXPECT_FALSE(ConvertKvBlock(f, a.LayerRegions(0, {}, 0), f, &out).ok());  // an open block's spans
+  EXPECT_FALSE(ParseKvTransferFormat("kv fp8 block 4").ok());
+  EXPECT_FALSE(ParseKvTransferFormat("kv int4 block 4 layers 2 kv_heads 3 head_dim 8").ok());
+  EXPECT_FALSE(ParseKvTransferFormat(a.transfer_format() + " extra").ok());
+}
+
+}  // namespace
+}  // namespace tetra
