@@ -75,6 +75,10 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
                                           "instances (default 127.0.0.1)");
   cmd->add_option("--kv-port", f.kv_port, "Decode role: KV transport port (default 0: any free port)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--kv-timeout", f.kv_timeout,
+                  "Seconds a KV handoff may take (the prefill call and the transfer) before the decode side "
+                  "prefills the request itself; a stream stalled this long (or 10 s) fails (default 60)")
+      ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--kv-streams", f.kv_streams, "TCP streams per prefill-decode pair (default 4)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--disagg-min-prompt-tokens", f.disagg_min_prompt_tokens,
@@ -108,6 +112,7 @@ int RunServe(const ServeFlags& f) {
     agent_options.kv_host = f.kv_host;
     agent_options.kv_port = f.kv_port;
     agent_options.num_streams = f.kv_streams;
+    agent_options.transfer_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.kv_timeout * 1000));
     auto agent = serving::KvAgent::Create(agent_options);
     if (!agent.ok()) return Fail(agent.status().message());
     kv_agent = std::move(*agent);

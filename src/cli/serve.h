@@ -33,6 +33,7 @@ struct ServeFlags {
   std::string kv_host = "127.0.0.1";
   int kv_port = 0;
   int kv_streams = 4;
+  double kv_timeout = 60;
   int disagg_min_prompt_tokens = 0;
   PrecisionFlags precision;
 };

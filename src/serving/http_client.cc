@@ -33,16 +33,13 @@ StatusOr<HttpResponse> HttpCall(const std::string& method, const std::string& ho
                                 const std::string& body, std::chrono::milliseconds timeout,
                                 const std::vector<std::pair<std::string, std::string>>& headers) {
   const std::string where = fmt::format("{} http://{}:{}{}", method, host, port, path);
+  // Asynchronous operations, so the stream's deadline holds for each of
+  // them: a peer that stops answering (a partition, a hung process) costs
+  // `timeout`, never a thread.
   try {
     net::io_context ioc;
     tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
-    stream.expires_after(timeout);
-    beast::error_code ec;
-    const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
-    if (ec) return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, ec.message()));
-    stream.connect(endpoints, ec);
-    if (ec) return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, ec.message()));
     http::request<http::string_body> request(method == "GET" ? http::verb::get : http::verb::post, path, 11);
     request.set(http::field::host, fmt::format("{}:{}", host, port));
     request.set(http::field::connection, "close");
@@ -52,17 +49,36 @@ StatusOr<HttpResponse> HttpCall(const std::string& method, const std::string& ho
       request.body() = body;
       request.prepare_payload();
     }
-    http::write(stream, request, ec);
-    if (ec) return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, ec.message()));
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64u << 20);
-    http::read(stream, buffer, parser, ec);
-    if (ec) return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, ec.message()));
+    beast::error_code failure;
+    bool done = false;
+    auto fail = [&](beast::error_code ec) { failure = ec; };
+    resolver.async_resolve(host, std::to_string(port), [&](beast::error_code ec, tcp::resolver::results_type results) {
+      if (ec) return fail(ec);
+      stream.expires_after(timeout);
+      stream.async_connect(results, [&](beast::error_code ec, const tcp::endpoint&) {
+        if (ec) return fail(ec);
+        http::async_write(stream, request, [&](beast::error_code ec, size_t) {
+          if (ec) return fail(ec);
+          http::async_read(stream, buffer, parser, [&](beast::error_code ec, size_t) {
+            if (ec) return fail(ec);
+            done = true;
+          });
+        });
+      });
+    });
+    ioc.run_for(timeout + std::chrono::seconds(1));  // the resolver has no deadline of its own
+    if (!done) {
+      const std::string why = failure ? failure.message() : "no answer in time";
+      return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, why));
+    }
     HttpResponse out;
     out.status = static_cast<int>(parser.get().result_int());
     out.body = std::move(parser.get().body());
-    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     return out;
   } catch (const std::exception& e) {
     return Status::WithCode(StatusCode::kUnavailable, fmt::format("{}: {}", where, e.what()));

@@ -29,6 +29,7 @@ StatusOr<std::unique_ptr<KvAgent>> KvAgent::Create(const KvAgentOptions& options
   if (options.role == ServeRole::kDecode) {
     transport::TransportOptions t;
     t.num_streams = options.num_streams;
+    t.io_timeout = std::min(t.io_timeout, options.transfer_timeout);
     TETRA_ASSIGN_OR_RETURN(agent->receiver_, transport::TransferReceiver::Listen(options.kv_host, options.kv_port, t));
   }
   return agent;
@@ -168,6 +169,7 @@ transport::TransferSender& KvAgent::SenderForLocked(const std::string& host, int
   if (!sender) {
     transport::TransportOptions t;
     t.num_streams = options_.num_streams;
+    t.io_timeout = std::min(t.io_timeout, options_.transfer_timeout);
     sender = transport::TransferSender::Create(host, port, t);
   }
   return *sender;

@@ -36,17 +36,18 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *args, model=None, threads=2):
+    def __init__(self, *args, model=None, threads=2, host="127.0.0.1", prefix=()):
+        """`prefix` runs the server under another command (`ip netns exec NS`), listening on `host`."""
         if model is None:
             if not os.path.exists(DEFAULT_MODEL):
                 pytest.fail(f"default model {DEFAULT_MODEL} is missing: run scripts/install-default-model.sh")
             model = DEFAULT_MODEL
         self.model = model
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://{host}:{self.port}"
         self.log_path = f"/tmp/tetra-serve-{self.port}.log"
         self.log = open(self.log_path, "wb")
-        cmd = [TETRA, "serve", "-m", model, "--port", str(self.port), "-t", str(threads), *args]
+        cmd = [*prefix, TETRA, "serve", "-m", model, "--host", host, "--port", str(self.port), "-t", str(threads), *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_raise_fd_limit)
         deadline = time.time() + 120
         while time.time() < deadline:
