@@ -15,6 +15,36 @@
 #include "serving/prometheus.h"
 
 namespace tetra::serving {
+namespace {
+
+uint64_t MixHash(uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// The sum of a series' samples in Prometheus text (every label set); 0 when absent.
+double PrometheusValue(const std::string& text, std::string_view name) {
+  double sum = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + pos, end - pos);
+    if (line.size() > name.size() && line.substr(0, name.size()) == name &&
+        (line[name.size()] == ' ' || line[name.size()] == '{')) {
+      const size_t space = line.rfind(' ');
+      sum += std::strtod(std::string(line.substr(space + 1)).c_str(), nullptr);
+    }
+    pos = end + 1;
+  }
+  return sum;
+}
+
+}  // namespace
+
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -240,13 +270,71 @@ Router::~Router() {
   if (io_->thread.joinable()) io_->thread.join();
 }
 
-Router::Instance* Router::Pick(bool decode) {
-  Instance* best = nullptr;
-  for (auto& i : instances_) {
-    if (i->is_decode != decode || !i->healthy.load()) continue;
-    if (best == nullptr || i->in_flight.load() < best->in_flight.load()) best = i.get();
+int ChooseInstance(const std::vector<InstanceLoad>& loads, uint64_t affinity) {
+  auto load = [](const InstanceLoad& l) {
+    return static_cast<double>(l.in_flight + l.waiting) + static_cast<double>(l.pending_tokens) / 512.0;
+  };
+  bool any_room = false;
+  for (const InstanceLoad& l : loads) any_room |= l.healthy && l.kv_usage < 0.98;
+  auto eligible = [&](const InstanceLoad& l) { return l.healthy && (!any_room || l.kv_usage < 0.98); };
+  double least = std::numeric_limits<double>::infinity();
+  for (const InstanceLoad& l : loads) {
+    if (eligible(l)) least = std::min(least, load(l));
+  }
+  int best = -1;
+  uint64_t best_weight = 0;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const InstanceLoad& l = loads[i];
+    if (!eligible(l) || load(l) > least + (affinity != 0 ? 1.0 : 0.0)) continue;
+    // Rendezvous weight: every router sends a key to the same instance.
+    const uint64_t weight = affinity != 0 ? MixHash(affinity ^ l.url_hash) : 0;
+    if (best < 0 || weight > best_weight || (affinity == 0 && load(l) < load(loads[best]))) {
+      best = static_cast<int>(i);
+      best_weight = weight;
+    }
   }
   return best;
+}
+
+uint64_t AffinityKey(bool chat, const std::string& body) {
+  const nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return 0;
+  std::string prefix;
+  if (chat) {
+    const auto messages = j.find("messages");
+    if (messages == j.end() || !messages->is_array()) return 0;
+    for (const auto& m : *messages) {
+      if (!m.is_object()) continue;
+      const auto content = m.find("content");
+      if (content != m.end()) prefix += content->is_string() ? content->get<std::string>() : content->dump();
+      if (prefix.size() >= 256) break;
+    }
+  } else {
+    const auto prompt = j.find("prompt");
+    if (prompt == j.end()) return 0;
+    const nlohmann::json& p = prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number() ? (*prompt)[0] : *prompt;
+    if (p.is_string()) {
+      prefix = p.get<std::string>();
+    } else if (p.is_array()) {
+      for (size_t i = 0; i < p.size() && i < 64; ++i) prefix += p[i].dump() + ",";
+    }
+  }
+  if (prefix.empty()) return 0;
+  prefix.resize(std::min<size_t>(prefix.size(), 256));
+  return MixHash(std::hash<std::string>{}(prefix)) | 1;  // never 0
+}
+
+Router::Instance* Router::Pick(bool decode, uint64_t affinity) {
+  std::vector<Instance*> pool;
+  std::vector<InstanceLoad> loads;
+  for (auto& i : instances_) {
+    if (i->is_decode != decode) continue;
+    pool.push_back(i.get());
+    loads.push_back({i->healthy.load(), i->in_flight.load(), i->waiting.load(), i->pending_tokens.load(),
+                     i->kv_usage.load(), std::hash<std::string>{}(i->url)});
+  }
+  const int chosen = ChooseInstance(loads, affinity);
+  return chosen < 0 ? nullptr : pool[chosen];
 }
 
 void Router::HealthLoop() {
@@ -254,6 +342,14 @@ void Router::HealthLoop() {
     for (auto& i : instances_) {
       auto r = HttpCall("GET", i->host, i->port, "/health", "", std::chrono::milliseconds(1000));
       const bool healthy = r.ok() && r->status == 200;
+      if (healthy) {
+        auto m = HttpCall("GET", i->host, i->port, "/metrics", "", std::chrono::milliseconds(1000));
+        if (m.ok() && m->status == 200) {
+          i->waiting.store(static_cast<int64_t>(PrometheusValue(m->body, "tetra:num_requests_waiting")));
+          i->pending_tokens.store(static_cast<int64_t>(PrometheusValue(m->body, "tetra:num_prompt_tokens_pending")));
+          i->kv_usage.store(PrometheusValue(m->body, "tetra:kv_cache_usage_perc"));
+        }
+      }
       if (healthy != i->healthy.load()) {
         TETRA_LOG_WARN("router: {} is {}", i->url, healthy ? "back" : "down");
         i->healthy.store(healthy);
@@ -295,7 +391,8 @@ void Router::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> exchang
   }
   if (path == "/metrics") return exchange->Respond(200, "text/plain; version=0.0.4; charset=utf-8", Metrics());
   const bool generation = path == "/v1/completions" || path == "/v1/chat/completions";
-  if (!generation && path != "/v1/models") {
+  const bool page = path == "/" || path == "/index.html";  // the chat page, as a decode instance serves it
+  if (!generation && !page && path != "/v1/models") {
     return exchange->Respond(404, kJson, ErrorJson("not_found_error", fmt::format("no route {} {}", request.method, path)));
   }
   Instance* decode = Pick(true);
@@ -306,7 +403,9 @@ void Router::Handle(HttpRequest&& request, std::shared_ptr<HttpExchange> exchang
   Instance* prefill = nullptr;
   if (generation) {
     requests_total_.fetch_add(1);
-    prefill = Pick(false);
+    const uint64_t affinity = AffinityKey(path == "/v1/chat/completions", request.body);
+    decode = Pick(true, affinity);  // the decode side's prefix cache spares moving that KV at all
+    prefill = Pick(false, affinity);
     if (prefill != nullptr) prefill_assigned_.fetch_add(1);
   }
   auto fallback = [this](Instance* failed) -> Instance* {

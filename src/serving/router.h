@@ -27,6 +27,30 @@
 
 namespace tetra::serving {
 
+// What the router knows of an instance's load when it picks one.
+struct InstanceLoad {
+  bool healthy = true;
+  int in_flight = 0;              // the router's requests there now
+  int64_t waiting = 0;            // its num_requests_waiting at the last health check
+  int64_t pending_tokens = 0;     // its num_prompt_tokens_pending then (prefill instances)
+  double kv_usage = 0;            // its kv_cache_usage_perc then
+  uint64_t url_hash = 0;
+};
+
+// The instance a request goes to, or -1 when none is healthy: the least
+// loaded (requests in flight and waiting there, and for prefill instances
+// queued prompt tokens in units of 512), avoiding one whose KV cache is
+// full while another has room; among those within one request of the
+// least load, the one the request's prefix hashes to (rendezvous hashing
+// on `affinity`; 0: none), so requests that share a prefix meet the
+// prefix cache that holds it.
+int ChooseInstance(const std::vector<InstanceLoad>& loads, uint64_t affinity);
+
+// A request's prefix-affinity key: a hash of the start of its prompt (about
+// the first KV block: 256 characters of text or chat content, 64 token
+// ids); 0 when the body has none.
+uint64_t AffinityKey(bool chat, const std::string& body);
+
 struct RouterOptions {
   std::vector<std::string> prefill_urls;  // http://host:port
   std::vector<std::string> decode_urls;
@@ -48,11 +72,15 @@ class Router {
     std::atomic<int> in_flight{0};
     std::atomic<int64_t> requests{0};
     std::atomic<int64_t> failures{0};
+    // From its /metrics at the last health check.
+    std::atomic<int64_t> waiting{0};
+    std::atomic<int64_t> pending_tokens{0};
+    std::atomic<double> kv_usage{0};
   };
 
  private:
   explicit Router(const RouterOptions& options);
-  Instance* Pick(bool decode);
+  Instance* Pick(bool decode, uint64_t affinity = 0);
   void HealthLoop();
   std::string Metrics() const;
 

@@ -244,9 +244,36 @@ def test_the_router_is_one_openai_server_in_front_of_both_pools(cluster):
             client.completions.create(model=name, prompt="x", max_tokens=-1)
         metrics = httpx.get(base + "/metrics").text
         assert "tetra:router_prefill_assigned_total 5" in metrics, metrics
+        # The chat page, as a single instance serves it.
+        page = httpx.get(base + "/")
+        assert page.status_code == 200 and page.text == httpx.get(single.base_url + "/").text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_the_router_sends_a_shared_prefix_to_one_prefill_instance(cluster):
+    import openai
+    first, decode, _ = cluster
+    second = Server("--role", "prefill", threads=1)
+    proc, base = router("--prefill", first.base_url, "--prefill", second.base_url, "--decode", decode.base_url)
+    try:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        before = [exported(first), exported(second)]
+        system = "You are a careful assistant who answers in one short sentence. " * 6
+        for question in ("What is red?", "What is blue?", "What is green?", "What is gold?"):
+            client.chat.completions.create(model="", max_tokens=4, temperature=0,
+                                           messages=[{"role": "system", "content": system},
+                                                     {"role": "user", "content": question}])
+        counts = sorted([exported(first) - before[0], exported(second) - before[1]])
+        assert counts == [0, 4], counts  # one requests at a time: the prefix decides, every time the same
+        holder = first if exported(first) - before[0] == 4 else second
+        assert holder.metric("tetra:prefix_cache_hits_total") > 0
+        wait_idle(second)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        second.stop()
 
 
 def test_the_router_without_a_live_decode_instance_answers_503_not_a_hang():
