@@ -12,6 +12,7 @@ packages=(
   python3 python3-pip python3-venv unzip
   clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
   chromium chromium-driver fonts-dejavu-core  # the chat page's test in a headless browser
+  etcd-server iproute2  # the disaggregation tests: discovery through etcd, a partition between network namespaces
 )
 
 missing=()

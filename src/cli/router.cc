@@ -16,7 +16,10 @@ void AddRouterCommand(CLI::App& app, RouterFlags& f) {
   cmd->add_option("--host", f.host, "Address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", f.port, "Port (default 8000; 0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--prefill", f.prefill, "Prefill instances, http://HOST:PORT (tetra serve --role prefill)");
-  cmd->add_option("--decode", f.decode, "Decode instances, http://HOST:PORT (tetra serve --role decode)")->required();
+  cmd->add_option("--decode", f.decode, "Decode instances, http://HOST:PORT (tetra serve --role decode)");
+  cmd->add_option("--etcd", f.etcd,
+                  "etcd endpoint, http://HOST:PORT: instances registered there (tetra serve --etcd) join and leave "
+                  "the pools, beside --prefill and --decode");
   cmd->add_option("--health-interval", f.health_interval, "Seconds between /health checks (default 1)")
       ->check(CLI::Range(0.05, 3600.0));
   cmd->add_option("--max-connections", f.max_connections, "Open client connections at most (default 4096)")
@@ -36,6 +39,7 @@ int RunRouter(const RouterFlags& f) {
   serving::RouterOptions options;
   options.prefill_urls = f.prefill;
   options.decode_urls = f.decode;
+  options.etcd_url = f.etcd;
   options.health_interval_seconds = f.health_interval;
   auto router = serving::Router::Create(options);
   if (!router.ok()) {
@@ -55,8 +59,8 @@ int RunRouter(const RouterFlags& f) {
     return 1;
   }
   std::thread io([&http] { http.Run(); });
-  fmt::print(stderr, "tetra router: on {}:{}, {} prefill and {} decode instance(s)\n", f.host, http.port(),
-             f.prefill.size(), f.decode.size());
+  fmt::print(stderr, "tetra router: on {}:{}, {} prefill and {} decode instance(s){}\n", f.host, http.port(),
+             f.prefill.size(), f.decode.size(), f.etcd.empty() ? "" : fmt::format(", more from etcd at {}", f.etcd));
   std::fflush(stderr);
   int signal_number = 0;
   sigwait(&signals, &signal_number);

@@ -15,6 +15,7 @@ struct RouterFlags {
   int port = 8000;
   std::vector<std::string> prefill;
   std::vector<std::string> decode;
+  std::string etcd;
   double health_interval = 1.0;
   int max_connections = 4096;
   double drain_timeout = 30;

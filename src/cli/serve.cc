@@ -13,6 +13,7 @@
 #include "base/logging.h"
 #include "engine/engine.h"
 #include "serving/http_server.h"
+#include "serving/discovery.h"
 #include "serving/server.h"
 
 namespace tetra::cli {
@@ -79,6 +80,13 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
                   "Seconds a KV handoff may take (the prefill call and the transfer) before the decode side "
                   "prefills the request itself; a stream stalled this long (or 10 s) fails (default 60)")
       ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--etcd", f.etcd,
+                  "Prefill and decode roles: register this instance at the etcd endpoint http://HOST:PORT, under a "
+                  "lease, for tetra router --etcd to find (doc/disaggregation.md)");
+  cmd->add_option("--advertise-url", f.advertise_url,
+                  "The URL registered in etcd (default http://HOST:PORT; needed when listening on 0.0.0.0)");
+  cmd->add_option("--etcd-ttl", f.etcd_ttl, "Seconds the etcd lease outlives this process (default 10)")
+      ->check(CLI::Range(1, 3600));
   cmd->add_option("--kv-streams", f.kv_streams, "TCP streams per prefill-decode pair (default 4)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--disagg-min-prompt-tokens", f.disagg_min_prompt_tokens,
@@ -106,6 +114,9 @@ int RunServe(const ServeFlags& f) {
   server_options.disagg_min_prompt_tokens = f.disagg_min_prompt_tokens;
   serving::OpenAiServer api(server_options);
   std::unique_ptr<serving::KvAgent> kv_agent;
+  if (!f.etcd.empty() && server_options.role == serving::ServeRole::kBoth) {
+    return Fail("--etcd registers prefill and decode instances: give --role prefill or --role decode");
+  }
   if (server_options.role != serving::ServeRole::kBoth) {
     serving::KvAgentOptions agent_options;
     agent_options.role = server_options.role;
@@ -179,10 +190,33 @@ int RunServe(const ServeFlags& f) {
                                                        : ""));
   std::fflush(stderr);
 
+  // Registered only now that requests can be served; gone first at shutdown.
+  std::unique_ptr<serving::EtcdRegistration> registration;
+  if (!f.etcd.empty()) {
+    std::string advertised = f.advertise_url;
+    if (advertised.empty()) {
+      if (f.host == "0.0.0.0" || f.host == "::") {
+        (*engine)->Shutdown();
+        stop_io();
+        return Fail("--etcd with --host 0.0.0.0: give --advertise-url, the URL others reach this instance at");
+      }
+      advertised = fmt::format("http://{}:{}", f.host, http.port());
+    }
+    auto r = serving::EtcdRegistration::Start(f.etcd, f.role, advertised, std::chrono::seconds(f.etcd_ttl));
+    if (!r.ok()) {
+      (*engine)->Shutdown();
+      stop_io();
+      return Fail(r.status().message());
+    }
+    registration = std::move(*r);
+    fmt::print(stderr, "  etcd:       registered as {} {}\n", f.role, advertised);
+  }
+
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   fmt::print(stderr, "tetra serve: {}: finishing {} request(s) in flight, then exiting\n",
              signal_number == SIGINT ? "SIGINT" : "SIGTERM", api.calls_in_flight());
+  registration.reset();  // routers stop sending here
   api.StopTakingRequests();
   http.StopAccepting();
   if (!api.WaitForCalls(f.drain_timeout)) {

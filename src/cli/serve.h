@@ -34,6 +34,9 @@ struct ServeFlags {
   int kv_port = 0;
   int kv_streams = 4;
   double kv_timeout = 60;
+  std::string etcd;           // register in etcd (prefill and decode roles)
+  std::string advertise_url;  // the URL registered; default http://HOST:PORT
+  int etcd_ttl = 10;
   int disagg_min_prompt_tokens = 0;
   PrecisionFlags precision;
 };

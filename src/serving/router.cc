@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "base/logging.h"
+#include "serving/discovery.h"
 #include "serving/http_client.h"
 #include "serving/prometheus.h"
 
@@ -242,19 +243,15 @@ class Relay : public std::enable_shared_from_this<Relay> {
 }  // namespace
 
 StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& options) {
-  if (options.decode_urls.empty()) return Status::Error("tetra router: give at least one --decode URL");
+  if (options.decode_urls.empty() && options.etcd_url.empty()) {
+    return Status::Error("tetra router: give at least one --decode URL, or --etcd");
+  }
+  if (!options.etcd_url.empty()) TETRA_RETURN_IF_ERROR(ParseHttpUrl(options.etcd_url).status());
   std::unique_ptr<Router> router(new Router(options));
   for (const auto* list : {&options.prefill_urls, &options.decode_urls}) {
-    for (const std::string& url : *list) {
-      TETRA_ASSIGN_OR_RETURN(auto address, ParseHttpUrl(url));
-      auto instance = std::make_unique<Instance>();
-      instance->url = url;
-      instance->host = address.first;
-      instance->port = address.second;
-      instance->is_decode = list == &options.decode_urls;
-      router->instances_.push_back(std::move(instance));
-    }
+    for (const std::string& url : *list) TETRA_RETURN_IF_ERROR(router->AddInstance(url, list == &options.decode_urls));
   }
+  if (!options.etcd_url.empty()) router->Discover();
   router->io_->thread = std::thread([r = router.get()] { r->io_->ioc.run(); });
   router->health_ = std::thread([r = router.get()] { r->HealthLoop(); });
   return router;
@@ -324,11 +321,60 @@ uint64_t AffinityKey(bool chat, const std::string& body) {
   return MixHash(std::hash<std::string>{}(prefix)) | 1;  // never 0
 }
 
+Status Router::AddInstance(const std::string& url, bool decode) {
+  TETRA_ASSIGN_OR_RETURN(auto address, ParseHttpUrl(url));
+  auto instance = std::make_unique<Instance>();
+  instance->url = url;
+  instance->host = address.first;
+  instance->port = address.second;
+  instance->is_decode = decode;
+  std::lock_guard<std::mutex> lock(instances_mu_);
+  instances_.push_back(std::move(instance));
+  return Status::Ok();
+}
+
+void Router::Discover() {
+  auto found = ListInstances(options_.etcd_url);
+  if (!found.ok()) {
+    TETRA_LOG_WARN("router: etcd: {}", found.status().message());
+    return;  // keep what is known until etcd answers again
+  }
+  std::vector<DiscoveredInstance> added;
+  {
+    std::lock_guard<std::mutex> lock(instances_mu_);
+    for (auto& i : instances_) {
+      if (!i->discovered) continue;
+      const bool listed = std::any_of(found->begin(), found->end(), [&](const DiscoveredInstance& d) {
+        return d.url == i->url && (d.role == "decode") == i->is_decode;
+      });
+      if (listed != i->listed.load()) TETRA_LOG_WARN("router: {} {} etcd", i->url, listed ? "is back in" : "left");
+      i->listed.store(listed);
+    }
+    for (const DiscoveredInstance& d : *found) {
+      const bool known = std::any_of(instances_.begin(), instances_.end(), [&](const auto& i) {
+        return i->url == d.url && i->is_decode == (d.role == "decode");
+      });
+      if (!known) added.push_back(d);
+    }
+  }
+  for (const DiscoveredInstance& d : added) {
+    if (Status s = AddInstance(d.url, d.role == "decode"); !s.ok()) {
+      TETRA_LOG_WARN("router: etcd lists {}: {}", d.url, s.message());
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(instances_mu_);
+    instances_.back()->discovered = true;
+    instances_.back()->healthy.store(false);  // until its first health check
+    TETRA_LOG_INFO("router: found {} instance {} in etcd", d.role, d.url);
+  }
+}
+
 Router::Instance* Router::Pick(bool decode, uint64_t affinity) {
   std::vector<Instance*> pool;
   std::vector<InstanceLoad> loads;
+  std::lock_guard<std::mutex> lock(instances_mu_);
   for (auto& i : instances_) {
-    if (i->is_decode != decode) continue;
+    if (i->is_decode != decode || !i->listed.load()) continue;
     pool.push_back(i.get());
     loads.push_back({i->healthy.load(), i->in_flight.load(), i->waiting.load(), i->pending_tokens.load(),
                      i->kv_usage.load(), std::hash<std::string>{}(i->url)});
@@ -339,7 +385,13 @@ Router::Instance* Router::Pick(bool decode, uint64_t affinity) {
 
 void Router::HealthLoop() {
   while (!stopping_.load()) {
-    for (auto& i : instances_) {
+    if (!options_.etcd_url.empty()) Discover();
+    std::vector<Instance*> instances;
+    {
+      std::lock_guard<std::mutex> lock(instances_mu_);
+      for (auto& i : instances_) instances.push_back(i.get());
+    }
+    for (Instance* i : instances) {
       auto r = HttpCall("GET", i->host, i->port, "/health", "", std::chrono::milliseconds(1000));
       const bool healthy = r.ok() && r->status == 200;
       if (healthy) {
@@ -375,7 +427,10 @@ std::string Router::Metrics() const {
     return PrometheusLabel("url", i.url) + "," + PrometheusLabel("role", i.is_decode ? "decode" : "prefill");
   };
   w.Header("router_instance_healthy", "gauge", "1 while the instance answers /health.");
-  for (const auto& i : instances_) w.Sample("router_instance_healthy", i->healthy.load() ? 1 : 0, labels(*i));
+  std::lock_guard<std::mutex> lock(instances_mu_);
+  for (const auto& i : instances_) {
+    if (i->listed.load()) w.Sample("router_instance_healthy", i->healthy.load() ? 1 : 0, labels(*i));
+  }
   w.Header("router_instance_requests_in_flight", "gauge", "Requests the router has at the instance now.");
   for (const auto& i : instances_) {
     w.Sample("router_instance_requests_in_flight", i->in_flight.load(), labels(*i));

@@ -54,6 +54,9 @@ uint64_t AffinityKey(bool chat, const std::string& body);
 struct RouterOptions {
   std::vector<std::string> prefill_urls;  // http://host:port
   std::vector<std::string> decode_urls;
+  // etcd (http://host:port): instances registered there join (and leave)
+  // the pools at every health check, beside the static lists.
+  std::string etcd_url;
   double health_interval_seconds = 1.0;
 };
 
@@ -69,6 +72,8 @@ class Router {
     int port = 0;
     bool is_decode = false;
     std::atomic<bool> healthy{true};
+    bool discovered = false;           // came from etcd (GUARDED_BY(instances_mu_))
+    std::atomic<bool> listed{true};    // static, or registered in etcd now
     std::atomic<int> in_flight{0};
     std::atomic<int64_t> requests{0};
     std::atomic<int64_t> failures{0};
@@ -81,11 +86,16 @@ class Router {
  private:
   explicit Router(const RouterOptions& options);
   Instance* Pick(bool decode, uint64_t affinity = 0);
+  Status AddInstance(const std::string& url, bool decode);
+  void Discover();  // the etcd registry into instances_
   void HealthLoop();
   std::string Metrics() const;
 
   RouterOptions options_;
-  std::vector<std::unique_ptr<Instance>> instances_;
+  // Instances are never removed (relays hold pointers): one that leaves
+  // etcd is no longer `listed`.
+  mutable std::mutex instances_mu_;
+  std::vector<std::unique_ptr<Instance>> instances_;  // GUARDED_BY(instances_mu_)
   struct Io;
   std::unique_ptr<Io> io_;
   std::atomic<bool> stopping_{false};

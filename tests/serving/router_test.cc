@@ -84,3 +84,26 @@ TEST(RouterChoice, AffinityKeysFollowThePromptsStart) {
 
 }  // namespace
 }  // namespace tetra::serving
+
+#include "serving/discovery.h"
+
+namespace tetra::serving {
+namespace {
+
+TEST(Discovery, Base64RoundTripsAndRefusesJunk) {
+  // RFC 4648's test vectors.
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(Base64Encode(plain), encoded);
+    EXPECT_EQ(Base64Decode(encoded).value(), plain);
+  }
+  const std::string key = std::string(kEtcdPrefix) + "prefill/http://10.0.0.7:8001";
+  EXPECT_EQ(Base64Decode(Base64Encode(key)).value(), key);
+  EXPECT_FALSE(Base64Decode("abc").ok());
+  EXPECT_FALSE(Base64Decode("ab!d").ok());
+}
+
+}  // namespace
+}  // namespace tetra::serving
