@@ -2,9 +2,8 @@
 
 A `--role prefill` and a `--role decode` instance of `tetra serve`, and a
 `--role both` instance as the oracle. Requests go to the decode instance
-with the X-Tetra-Prefill header the router sets: prompts of at least
---disagg-min-prompt-tokens (64 here) are prefilled on the prefill instance, whose KV
-travels over the KV transport. Greedy output equals the single instance's;
+with the X-Tetra-Prefill header the router sets: their prompts are
+prefilled on the prefill instance, whose KV travels over the KV transport. Greedy output equals the single instance's;
 a prefill instance that is gone or dies mid-transfer costs a local prefill,
 never an answer; KV is free on both sides at the end.
 
@@ -47,7 +46,7 @@ def wait_idle(server, timeout=30):
 @pytest.fixture(scope="module")
 def cluster():
     prefill = Server("--role", "prefill", threads=1)
-    decode = Server("--role", "decode", "--disagg-min-prompt-tokens", "64", threads=1)
+    decode = Server("--role", "decode", threads=1)
     single = Server(threads=1)
     yield prefill, decode, single
     for s in (decode, prefill, single):
@@ -63,23 +62,26 @@ def test_greedy_through_prefill_and_decode_equals_one_instance(cluster):
     prefill, decode, single = cluster
     url = prefill.base_url
     before = exported(prefill)
-    # Below the 64-token threshold (prefilled on the decode side), one block
-    # and a bit, several blocks, and one that shares a prefix with an earlier
-    # one (a prefix-cache hit on both sides).
-    lengths = [10, 70, 150, 301, 130]
+    # Shorter than one block (64 tokens), exactly one block (the prefill
+    # instance computes every token but the last), several blocks and an
+    # open one, and prompts that start alike (prefix-cache hits on both
+    # sides: the decode side moves only what it lacks, the prefill side
+    # computes only what it lacks).
+    lengths = [10, 65, 150, 301, 130]
     for n in lengths:
-        p = prompt_ids(n, seed=0 if n != 130 else 0)
+        p = prompt_ids(n, seed=0)
         assert complete(decode, p, prefill=url) == complete(single, p), f"prompt of {n}"
-    assert exported(prefill) - before == 4  # every prompt from 64 tokens on went to the prefill instance
-    assert prefill.metric("tetra:prompt_tokens_total") >= 69 + 149 + 300  # exports count their prompts
+    assert exported(prefill) - before == 5  # every prompt went to the prefill instance
+    assert prefill.metric("tetra:prompt_tokens_total") >= 9 + 64 + 149 + 300  # exports count their prompts
+    assert prefill.metric("tetra:prefix_cache_hits_total") > 0
     sent = prefill.metric("tetra:kv_transfer_bytes_total")
     assert sent > 0 and sent == decode.metric("tetra:kv_transfer_bytes_total")
     ok = lambda s: sum(v for k, v in s.metrics().items() if k.startswith("tetra:kv_transfers_total") and "ok" in k)
-    assert ok(prefill) == ok(decode) == 4
+    assert ok(prefill) == ok(decode) == 5
     assert decode.metric("tetra:prefix_cache_hits_total") > 0
     # One transfer time per transfer on each side; the decode side's (the
     # whole remote prefill) is the longer.
-    assert prefill.metric("tetra:kv_transfer_seconds_count") == decode.metric("tetra:kv_transfer_seconds_count") == 4
+    assert prefill.metric("tetra:kv_transfer_seconds_count") == decode.metric("tetra:kv_transfer_seconds_count") == 5
     assert decode.metric("tetra:kv_transfer_seconds_sum") > prefill.metric("tetra:kv_transfer_seconds_sum") > 0
     wait_idle(decode)
     wait_idle(prefill)
@@ -114,6 +116,26 @@ def test_an_unreachable_prefill_instance_costs_a_local_prefill(cluster):
     assert complete(decode, p, prefill="http://127.0.0.1:9") == complete(single, p)
     assert complete(decode, prompt_ids(100, seed=4), prefill="not a url") == complete(single, prompt_ids(100, seed=4))
     wait_idle(decode)
+
+
+def test_a_client_that_leaves_mid_prefill_frees_the_kv_on_both_sides(cluster):
+    prefill, decode, single = cluster
+    aborted = lambda s: sum(v for k, v in s.metrics().items()
+                            if k.startswith("tetra:request_success_total") and 'finished_reason="abort"' in k)
+    before = aborted(decode)
+    body = {"prompt": prompt_ids(1500, seed=70), "max_tokens": 32, "temperature": 0, "stream": True}
+    with httpx.stream("POST", decode.base_url + "/v1/completions", json=body, timeout=60,
+                      headers={"X-Tetra-Prefill": prefill.base_url}):
+        time.sleep(0.3)  # the prompt is on the prefill instance, its KV on the way
+    # Gone: the decode side aborts and cancels the transfer; the prefill side's
+    # export fails at its end and frees its blocks.
+    wait_idle(decode)
+    wait_idle(prefill, timeout=60)
+    assert aborted(decode) == before + 1
+    p = prompt_ids(120, seed=71)
+    assert complete(decode, p, prefill=prefill.base_url) == complete(single, p)
+    wait_idle(decode)
+    wait_idle(prefill)
 
 
 def first_logprob(server, prompt, prefill=None):
