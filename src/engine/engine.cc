@@ -159,6 +159,7 @@ class EngineImpl : public Engine {
     s.shared_prefix_attention = options.shared_prefix_attention;
     s.max_waiting_requests = options.max_waiting_requests;
     s.attention_cost_context = options.attention_cost_model ? AttentionCostContext(c) : 0.0;
+    s.spec_max_tokens = options.spec_max_tokens;
     scheduler_ = std::make_unique<Scheduler>(s, ModelLimits{c.vocab_size, c.max_position, model.tokenizer->stop_ids()});
     num_kv_blocks_ = num_blocks;
     if (options_.kv_handoff != nullptr) {
@@ -370,7 +371,8 @@ class EngineImpl : public Engine {
     const Clock::time_point now = Clock::now();
     std::map<uint64_t, RequestUpdate> updates;  // in id order: callbacks in a stable order
     for (size_t e = 0; e < events.size(); ++e) {
-      const SequenceEvent& event = events[e];
+      // A copy: a stop string found below adds events to the list (it may move).
+      SequenceEvent event = events[e];
       const auto it = requests_.find(event.request_id);
       if (it == requests_.end()) continue;
       RequestState& state = *it->second;
@@ -386,6 +388,12 @@ class EngineImpl : public Engine {
         sample->index = event.sample_index;
       }
       TextStream& text = *state.text[event.sample_index];
+      // A verified guess brings several tokens at once: those after a stop
+      // string matched here are not part of the answer.
+      if (!sample->stop_string.empty() && event.has_token) {
+        if (!event.finish) continue;
+        event.has_token = false;
+      }
       const bool makes_token = event.has_token || event.stop_token.has_value();
       if (makes_token) {
         ++state.usage.completion_tokens;
@@ -463,6 +471,8 @@ class EngineImpl : public Engine {
     counters_.prefix_cache_queries = scheduler_->kv().prefix_tokens_queried();
     counters_.prefix_cache_hits = scheduler_->kv().prefix_tokens_hit();
     counters_.num_preemptions = scheduler_->num_preemptions();
+    counters_.spec_draft_tokens = scheduler_->num_draft_tokens();
+    counters_.spec_accepted_tokens = scheduler_->num_accepted_tokens();
     counters_.num_steps = num_steps_;
   }
 

@@ -167,6 +167,10 @@ struct EngineOptions {
   // Prompt chunks deep into a long prompt take fewer tokens, so steps cost
   // about the same (SchedulerOptions::attention_cost_context).
   bool attention_cost_model = true;
+  // Speculative decoding (doc/speculative.md): greedy decodes guess up to
+  // this many tokens with a suffix proposer and verify them in the step.
+  // 0: off (the default until the cost model that decides k is built).
+  int spec_max_tokens = 0;
   bool shared_prefix_attention = true;  // parallel samples read their prompt's KV once per step
   KvHandoffHandler* kv_handoff = nullptr;  // for kExport / kImport requests; not owned, outlives the engine
 };

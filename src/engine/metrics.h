@@ -56,6 +56,8 @@ struct EngineMetrics {
   int64_t generation_tokens = 0;     // tokens generated
   int64_t num_preemptions = 0;       // sequences preempted (their KV freed, recomputed later)
   int64_t num_steps = 0;             // forward steps run
+  int64_t spec_draft_tokens = 0;     // speculative decoding: guessed tokens verified
+  int64_t spec_accepted_tokens = 0;  // of those, accepted
   std::array<int64_t, 4> requests_finished{};  // by FinishReason: stop, length, abort, error
   // Step timing: seconds the runner computed, and seconds it sat idle between
   // steps while requests were in flight (what overlap hides).

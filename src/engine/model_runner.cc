@@ -54,11 +54,23 @@ void LocalModelRunner::Run(StepPlan& plan, StepResult* result) {
       SamplerScratch& scratch = scratch_[begin / grain];
       for (int64_t i = begin; i < end; ++i) {
         const StepSample& s = plan.samples[i];
-        result->sampled[i].sequence_id = s.sequence_id;
-        result->sampled[i].sample = s.sampler->Sample(&logits_[static_cast<size_t>(s.logits_row) * vocab], vocab, scratch);
+        SampledToken& out = result->sampled[i];
+        out.sequence_id = s.sequence_id;
+        auto sample_row = [&](int row) {
+          return s.sampler->Sample(&logits_[static_cast<size_t>(s.logits_row + row) * vocab], vocab, scratch);
+        };
+        if (s.num_draft > 0) {
+          VerifyGuess(std::span<const int32_t>(plan.draft_tokens).subspan(s.draft_offset, s.num_draft), sample_row, &out);
+        } else {
+          out.more.clear();
+          out.sample = sample_row(0);
+        }
       }
     });
-    for (size_t i = 0; i < plan.samples.size(); ++i) last_sampled_[plan.samples[i].slot] = result->sampled[i].sample.token;
+    for (size_t i = 0; i < plan.samples.size(); ++i) {
+      const SampledToken& out = result->sampled[i];
+      last_sampled_[plan.samples[i].slot] = out.more.empty() ? out.sample.token : out.more.back().token;
+    }
   }
   result->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "engine/speculative/suffix.h"
 
 namespace tetra {
 
@@ -25,6 +26,7 @@ void StepPlan::Clear() {
   sequence_ids.clear();
   shared_prefixes.clear();
   samples.clear();
+  draft_tokens.clear();
   kv_exports.clear();
   kv_export_blocks.clear();
   num_prefill_tokens = 0;
@@ -192,7 +194,22 @@ Scheduler::Work Scheduler::WorkOf(const Sequence& seq, int64_t budget) const {
     // Without a sample there is nothing to gain from the last known token
     // yet, unless the KV itself is the product (an export).
     if (!exports && !work.samples && seq.num_computed + work.count == known) work.count = 0;
-  } else if (options_.lookahead && seq.num_pending_samples == 1 && CanSampleAgain(seq) && budget > 0) {
+    if (work.count == 1 && work.samples && IsDecoding(seq) && Speculates(seq)) {
+      const EngineRequest& params = seq.request->params;
+      const int64_t k = std::min<int64_t>({options_.spec_max_tokens, budget - 1,
+                                           params.max_tokens - seq.num_generated() - 1,
+                                           limits_.max_position - known - 1});
+      if (k > 0) {
+        if (!seq.proposer) {
+          seq.proposer = options_.new_proposer ? options_.new_proposer() : std::make_unique<speculative::SuffixProposer>();
+        }
+        seq.proposer->Extend(std::span<const int32_t>(seq.tokens).subspan(static_cast<size_t>(seq.proposer->size())));
+        work.draft = seq.proposer->Propose(static_cast<int>(k)).tokens;
+        work.count += static_cast<int64_t>(work.draft.size());
+      }
+    }
+  } else if (options_.lookahead && !Speculates(seq) && seq.num_pending_samples == 1 && CanSampleAgain(seq) &&
+             budget > 0) {
     work.count = 1;
     work.samples = true;
     work.is_placeholder = true;
@@ -204,6 +221,14 @@ void Scheduler::LimitChunk(int64_t limit, Work* work) {
   if (work->count <= 1 || work->is_placeholder || work->count <= limit) return;
   work->count = std::max<int64_t>(limit, 0);
   work->samples = false;  // a shorter chunk does not reach the end of what is known
+}
+
+bool Scheduler::Speculates(const Sequence& seq) const {
+  if (options_.spec_max_tokens <= 0) return false;
+  const EngineRequest& r = seq.request->params;
+  const SamplingParams& s = r.sampling;
+  return r.n == 1 && r.kv_handoff == EngineRequest::KvHandoff::kNone && s.temperature < kGreedyTemperature &&
+         s.repetition_penalty == 1.0f && s.presence_penalty == 0.0f && s.frequency_penalty == 0.0f;
 }
 
 bool Scheduler::IsExport(const Sequence& seq) {
@@ -294,12 +319,14 @@ void Scheduler::AddToPlan(Sequence& seq, const Work& work, StepPlan* plan) {
   f.num_tokens = work.count;
   f.start_position = start;
   f.slot = seq.kv.slot;
-  f.logits = work.samples ? LogitsRows::kLast : LogitsRows::kNone;
+  f.logits = !work.samples ? LogitsRows::kNone : work.draft.empty() ? LogitsRows::kLast : LogitsRows::kAll;
+  const int64_t known_count = work.count - static_cast<int64_t>(work.draft.size());
   if (work.is_placeholder) {
     plan->placeholders.push_back({static_cast<int64_t>(plan->tokens.size()), seq.kv.slot});
     plan->tokens.push_back(-1);
   } else {
-    plan->tokens.insert(plan->tokens.end(), seq.tokens.begin() + start, seq.tokens.begin() + start + work.count);
+    plan->tokens.insert(plan->tokens.end(), seq.tokens.begin() + start, seq.tokens.begin() + start + known_count);
+    plan->tokens.insert(plan->tokens.end(), work.draft.begin(), work.draft.end());
   }
   const bool is_decode = work.is_placeholder || start >= seq.num_prompt_tokens();
   (is_decode ? plan->num_decode_tokens : plan->num_prefill_tokens) += work.count;
@@ -312,7 +339,13 @@ void Scheduler::AddToPlan(Sequence& seq, const Work& work, StepPlan* plan) {
   ++seq.num_steps_in_flight;
   if (IsExport(seq)) PlanExportPieces(seq, plan);
   if (!work.samples) return;
-  plan->samples.push_back({seq.id, static_cast<int>(plan->num_logit_rows()) - 1, seq.kv.slot, seq.sampler.get()});
+  StepSample sample{seq.id, static_cast<int>(plan->num_logit_rows() - f.num_logit_rows()), seq.kv.slot,
+                    seq.sampler.get()};
+  sample.num_draft = static_cast<int>(work.draft.size());
+  sample.draft_offset = static_cast<int64_t>(plan->draft_tokens.size());
+  plan->draft_tokens.insert(plan->draft_tokens.end(), work.draft.begin(), work.draft.end());
+  num_draft_tokens_ += sample.num_draft;
+  plan->samples.push_back(sample);
   ++seq.num_pending_samples;
 }
 
@@ -658,6 +691,7 @@ void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::ve
   --num_steps_in_flight_;
   TETRA_CHECK(!result.status.ok() || result.sampled.size() == plan.samples.size(), "{} samples for {} planned",
               result.sampled.size(), plan.samples.size());
+  std::vector<Sequence*> to_recompute;
   for (size_t i = 0; i < plan.samples.size(); ++i) {
     Sequence* seq = FindSequence(plan.samples[i].sequence_id);
     TETRA_CHECK(seq != nullptr, "a sample for a released sequence");
@@ -671,36 +705,25 @@ void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::ve
       }
       continue;
     }
-    const SampleResult& sample = result.sampled[i].sample;
-    if (sample.logits_were_all_invalid) {
-      request.error = Status::WithCode(StatusCode::kInternal, "the model produced no valid logits (NaN or -inf)");
-      for (const auto& s : request.samples) {
-        if (!s->is_finished()) FinishSequence(*s, FinishReason::kError, std::nullopt, events);
+    // One token, or a verified guess's run of them, each as if decoded alone.
+    const SampledToken& sampled = result.sampled[i];
+    for (size_t j = 0; j <= sampled.more.size() && !seq->is_finished(); ++j) {
+      if (!ApplySample(*seq, j == 0 ? sampled.sample : sampled.more[j - 1], events)) break;
+    }
+    const int num_draft = plan.samples[i].num_draft;
+    if (num_draft == 0 || seq->is_finished()) continue;
+    num_accepted_tokens_ += static_cast<int64_t>(sampled.more.size());
+    // The rejected guesses' KV goes: every known token but the last is computed.
+    const int64_t valid = static_cast<int64_t>(seq->tokens.size()) - 1;
+    if (seq->num_computed > valid) {
+      std::vector<KvSlotOp> ops;
+      if (kv_.Truncate(seq->kv, valid, &ops).ok()) {
+        for (const KvSlotOp& op : ops) deferred_ops_.push_back({plan.step_id, op});
+        seq->num_computed = valid;
+      } else {
+        to_recompute.push_back(seq);  // no private block to keep its end in: recomputed
       }
-      continue;
     }
-    const int32_t token = sample.token;
-    const EngineRequest& params = request.params;
-    const bool is_end = !params.ignore_eos && std::find(limits_.end_token_ids.begin(), limits_.end_token_ids.end(),
-                                                        token) != limits_.end_token_ids.end();
-    const bool is_stop_id =
-        std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();
-    if (is_end || is_stop_id) {
-      FinishSequence(*seq, FinishReason::kStop, token, events);
-      continue;
-    }
-    seq->tokens.push_back(token);
-    if (seq->num_generated() >= params.max_tokens || static_cast<int64_t>(seq->tokens.size()) >= limits_.max_position) {
-      FinishSequence(*seq, FinishReason::kLength, std::nullopt, events, true, sample);
-      continue;
-    }
-    SequenceEvent event;
-    event.request_id = request.id;
-    event.sample_index = seq->sample_index;
-    event.has_token = true;
-    event.sample = sample;
-    event.scheduled_time = request.first_scheduled_time;
-    events->push_back(std::move(event));
   }
   for (uint64_t id : plan.sequence_ids) {
     Sequence* seq = FindSequence(id);
@@ -726,6 +749,43 @@ void Scheduler::Complete(const StepPlan& plan, const StepResult& result, std::ve
   for (const StepSample& s : plan.samples) {  // forked samples: the step read their samplers
     if (s.is_fork) --FindSequence(s.sequence_id)->num_steps_in_flight;
   }
+  for (Sequence* seq : to_recompute) {
+    if (seq->state == Sequence::State::kRunning && seq->num_steps_in_flight == 0) Preempt(*seq);
+  }
+}
+
+bool Scheduler::ApplySample(Sequence& seq, const SampleResult& sample, std::vector<SequenceEvent>* events) {
+  Request& request = *seq.request;
+  if (sample.logits_were_all_invalid) {
+    request.error = Status::WithCode(StatusCode::kInternal, "the model produced no valid logits (NaN or -inf)");
+    for (const auto& s : request.samples) {
+      if (!s->is_finished()) FinishSequence(*s, FinishReason::kError, std::nullopt, events);
+    }
+    return false;
+  }
+  const int32_t token = sample.token;
+  const EngineRequest& params = request.params;
+  const bool is_end = !params.ignore_eos && std::find(limits_.end_token_ids.begin(), limits_.end_token_ids.end(),
+                                                      token) != limits_.end_token_ids.end();
+  const bool is_stop_id =
+      std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();
+  if (is_end || is_stop_id) {
+    FinishSequence(seq, FinishReason::kStop, token, events);
+    return false;
+  }
+  seq.tokens.push_back(token);
+  if (seq.num_generated() >= params.max_tokens || static_cast<int64_t>(seq.tokens.size()) >= limits_.max_position) {
+    FinishSequence(seq, FinishReason::kLength, std::nullopt, events, true, sample);
+    return false;
+  }
+  SequenceEvent event;
+  event.request_id = request.id;
+  event.sample_index = seq.sample_index;
+  event.has_token = true;
+  event.sample = sample;
+  event.scheduled_time = request.first_scheduled_time;
+  events->push_back(std::move(event));
+  return true;
 }
 
 void Scheduler::ReleaseDone() {

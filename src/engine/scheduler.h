@@ -39,6 +39,7 @@
 
 #include "base/status.h"
 #include "engine/sequence.h"
+#include "engine/speculative/proposer.h"
 #include "engine/step.h"
 #include "kvcache/kv_manager.h"
 
@@ -65,6 +66,11 @@ struct SchedulerOptions {
   // costs as much as its linear layers (ModelConfig: AttentionCostContext).
   // 0: a token costs 1 wherever it is.
   double attention_cost_context = 0;
+  // Speculative decoding (doc/speculative.md): greedy decodes guess up to
+  // this many tokens ahead and verify them in the step (0: off). Guesses
+  // come from new_proposer (default: a SuffixProposer per sequence).
+  int spec_max_tokens = 0;
+  std::function<std::unique_ptr<speculative::Proposer>()> new_proposer;
 };
 
 // What the scheduler needs of the model.
@@ -157,6 +163,9 @@ class Scheduler {
   // prefill pool scales on).
   int64_t num_prompt_tokens_pending() const;
   int64_t num_preemptions() const { return num_preemptions_; }
+  // Speculative decoding since start: guessed tokens verified, and of those accepted.
+  int64_t num_draft_tokens() const { return num_draft_tokens_; }
+  int64_t num_accepted_tokens() const { return num_accepted_tokens_; }
   const KvManager& kv() const { return kv_; }
   const SchedulerOptions& options() const { return options_; }
 
@@ -166,6 +175,7 @@ class Scheduler {
     int64_t count = 0;
     bool samples = false;
     bool is_placeholder = false;  // its one input token is the one in flight
+    std::vector<int32_t> draft;   // a decode's guessed continuation, verified in the step (count includes it)
   };
   Work WorkOf(const Sequence& seq, int64_t budget) const;
   // Holds a prompt chunk (not a decode) to `limit` tokens.
@@ -173,6 +183,8 @@ class Scheduler {
   // The sequence's next work is one token it sampled, not a chunk.
   static bool IsDecoding(const Sequence& seq);
   static bool IsExport(const Sequence& seq);
+  // It decodes greedily, alone (n = 1, no penalties, no handoff), with speculation on.
+  bool Speculates(const Sequence& seq) const;
   // kExport: the pieces of its KV that this step (just added) completes go
   // to the plan's kv_exports.
   void PlanExportPieces(Sequence& seq, StepPlan* plan);
@@ -206,6 +218,9 @@ class Scheduler {
   void FinishSequence(Sequence& seq, FinishReason reason, std::optional<int32_t> stop_token,
                       std::vector<SequenceEvent>* events, bool has_token = false, SampleResult sample = {});
   void ReleaseDone();
+  // Applies one sampled token to seq (an end, a stop id, a length limit, or
+  // a token event); false when seq finished.
+  bool ApplySample(Sequence& seq, const SampleResult& sample, std::vector<SequenceEvent>* events);
   Sequence* FindSequence(uint64_t id) const;
   int num_handing_off(Sequence::State state) const;
 
@@ -238,6 +253,8 @@ class Scheduler {
   uint64_t next_arrival_order_ = 0;
   int num_unfinished_requests_ = 0;
   int num_steps_in_flight_ = 0;
+  int64_t num_draft_tokens_ = 0;
+  int64_t num_accepted_tokens_ = 0;
   int64_t num_preemptions_ = 0;
 };
 

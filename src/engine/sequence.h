@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "engine/speculative/proposer.h"
 #include "kvcache/kv_manager.h"
 
 namespace tetra {
@@ -48,6 +49,8 @@ struct Sequence {
   // (after the sends that read them are stopped).
   bool kv_free_deferred = false;
   KvSequence kv;
+  // Speculating sequences: follows its tokens (made and extended while planning, hence mutable).
+  mutable std::unique_ptr<speculative::Proposer> proposer;
   std::unique_ptr<SequenceSampler> sampler;
   std::optional<FinishReason> finish;
 

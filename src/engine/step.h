@@ -27,6 +27,13 @@ struct StepSample {
   int slot = -1;
   SequenceSampler* sampler = nullptr;
   bool is_fork = false;  // a forked sample's first token: its sequence is not among the step's sequences
+  // Speculative decoding: the sequence's input is its last token and then
+  // a guess of num_draft tokens (StepPlan::draft_tokens from draft_offset),
+  // with logits rows logits_row .. logits_row + num_draft. The runner
+  // samples row 0, then row i while the token sampled before equals guess
+  // i (VerifyGuess): what the sequence would have decoded one step at a time.
+  int num_draft = 0;
+  int64_t draft_offset = 0;
 };
 
 struct StepPlan {
@@ -46,6 +53,7 @@ struct StepPlan {
   std::vector<uint64_t> sequence_ids;      // [num_sequences]
   std::vector<SharedPrefixGroup> shared_prefixes;
   std::vector<StepSample> samples;
+  std::vector<int32_t> draft_tokens;  // the guesses of speculating samples, back to back
   // KV that exports (disaggregated prefill) stream as this step writes it,
   // layer by layer: pieces [first_piece, end_piece) of the request's
   // prompt, piece p being its (kv_skip_tokens / block + p)-th block, and the
@@ -74,7 +82,22 @@ struct StepPlan {
 struct SampledToken {
   uint64_t sequence_id = 0;
   SampleResult sample;
+  std::vector<SampleResult> more;  // a verified guess: the tokens after `sample`, in order
 };
+
+// The tokens a speculating sample yields: row 0's, then row i's while the
+// token before it equals guess i (a greedy sampler's chain, token for token
+// what one-token steps give). sample_row(i) samples logits row i.
+template <typename SampleRow>
+void VerifyGuess(std::span<const int32_t> guess, SampleRow&& sample_row, SampledToken* out) {
+  out->more.clear();
+  out->sample = sample_row(0);
+  int32_t last = out->sample.token;
+  for (size_t i = 0; i < guess.size() && last == guess[i]; ++i) {
+    out->more.push_back(sample_row(static_cast<int>(i) + 1));
+    last = out->more.back().token;
+  }
+}
 
 struct StepResult {
   Status status;                      // not ok: the step failed as a whole

@@ -82,6 +82,10 @@ std::string RenderPrometheus(const EngineMetrics& m, const std::string& model_na
   w.Counter("num_preemptions_total", static_cast<double>(m.num_preemptions),
             "Sequences preempted: KV freed when the cache ran out, recomputed later.");
   w.Counter("num_steps_total", static_cast<double>(m.num_steps), "Forward steps run.");
+  w.Counter("spec_decode_num_draft_tokens_total", static_cast<double>(m.spec_draft_tokens),
+            "Speculative decoding: guessed tokens verified.");
+  w.Counter("spec_decode_num_accepted_tokens_total", static_cast<double>(m.spec_accepted_tokens),
+            "Speculative decoding: guessed tokens accepted.");
   w.Counter("step_busy_seconds_total", m.step_busy_seconds, "Seconds the model runner computed.");
   w.Counter("step_idle_seconds_total", m.step_idle_seconds,
             "Seconds the model runner waited between steps while requests were in flight.");

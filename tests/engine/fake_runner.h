@@ -43,6 +43,7 @@ class FakeRunner : public ModelRunner {
   int64_t steps_run() const { return steps_; }
   int64_t placeholders_seen() const { return placeholders_; }
   int64_t shared_prefix_groups_seen() const { return shared_prefix_groups_; }
+  int64_t draft_tokens_seen() const { return draft_tokens_seen_; }
   // The tokens at positions [0, num_tokens) of a sequence with this table and
   // slot (what a KV transfer sends), and the same written into another's
   // positions [first, first + tokens.size()) (what it receives).
@@ -107,15 +108,18 @@ class FakeRunner : public ModelRunner {
         if (in_block == block_tokens_ - 1) blocks_[s.block_table[position / block_tokens_]] = open;
       }
       if (s.logits == LogitsRows::kNone) continue;
-      EXPECT_EQ(s.logits, LogitsRows::kLast);
-      // Read the whole history back through the table and the slot.
-      const int64_t length = s.start_position + s.num_tokens;
-      std::vector<int32_t> history(length);
-      for (int64_t p = 0; p < length; ++p) {
-        history[p] = p < length / block_tokens_ * block_tokens_ ? blocks_[s.block_table[p / block_tokens_]][p % block_tokens_]
-                                                                : open[p % block_tokens_];
+      // Read the history back through the table and the slot, for the last
+      // row or (a verified guess) every row.
+      const int64_t end = s.start_position + s.num_tokens;
+      const int64_t first_row = s.logits == LogitsRows::kAll ? s.start_position + 1 : end;
+      for (int64_t length = first_row; length <= end; ++length) {
+        std::vector<int32_t> history(length);
+        for (int64_t p = 0; p < length; ++p) {
+          history[p] = p < end / block_tokens_ * block_tokens_ ? blocks_[s.block_table[p / block_tokens_]][p % block_tokens_]
+                                                               : open[p % block_tokens_];
+        }
+        row_history.push_back(std::move(history));
       }
-      row_history.push_back(std::move(history));
     }
     for (const StepSample& sample : plan.samples) {
       EXPECT_LT(sample.logits_row, static_cast<int>(row_history.size()));
@@ -123,8 +127,15 @@ class FakeRunner : public ModelRunner {
       const int index = it == sample_index_.end() ? 0 : it->second;
       SampledToken out;
       out.sequence_id = sample.sequence_id;
-      out.sample.token = FakeNextToken(row_history[sample.logits_row], index, vocab_);
-      last_sampled_[sample.slot] = out.sample.token;
+      auto sample_row = [&](int row) {
+        SampleResult r;
+        r.token = FakeNextToken(row_history[sample.logits_row + row], index, vocab_);
+        return r;
+      };
+      VerifyGuess(std::span<const int32_t>(plan.draft_tokens).subspan(sample.draft_offset, sample.num_draft),
+                  sample_row, &out);
+      draft_tokens_seen_ += sample.num_draft;
+      last_sampled_[sample.slot] = out.more.empty() ? out.sample.token : out.more.back().token;
       result->sampled.push_back(out);
     }
   }
@@ -137,6 +148,7 @@ class FakeRunner : public ModelRunner {
   std::vector<int32_t> last_sampled_;         // [slot]
   std::unordered_map<uint64_t, int> sample_index_;
   int64_t max_step_tokens_ = 0, max_step_sequences_ = 0, steps_ = 0, placeholders_ = 0, shared_prefix_groups_ = 0;
+  int64_t draft_tokens_seen_ = 0;
 };
 
 }  // namespace tetra::testing

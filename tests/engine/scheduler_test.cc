@@ -435,6 +435,83 @@ TEST_F(SchedulerTest, StopTokenIdsAndIgnoreEos) {
   ExpectEverythingFree();
 }
 
+// Guesses the fake model's true continuation, except that every third
+// guess has one wrong token (at a varying place): full, partial and no
+// acceptance all happen.
+class FakeModelProposer : public speculative::Proposer {
+ public:
+  void Extend(std::span<const int32_t> tokens) override { text_.insert(text_.end(), tokens.begin(), tokens.end()); }
+  speculative::Proposal Propose(int max_tokens) const override {
+    speculative::Proposal p;
+    std::vector<int32_t> history = text_;
+    for (int i = 0; i < max_tokens; ++i) {
+      history.push_back(FakeNextToken(history, 0, kVocab));
+      p.tokens.push_back(history.back());
+    }
+    if (++calls_ % 3 == 0) p.tokens[calls_ % max_tokens] = (p.tokens[calls_ % max_tokens] + 1) % kVocab;
+    p.match_length = 1;
+    return p;
+  }
+  int64_t size() const override { return static_cast<int64_t>(text_.size()); }
+
+ private:
+  std::vector<int32_t> text_;
+  mutable int calls_ = 0;
+};
+
+TEST_F(SchedulerTest, SpeculativeDecodingMatchesTheOracleTokenForTokenAndRollsTheKvBack) {
+  for (int depth : {1, 2}) {
+    SchedulerOptions o = Options(256, 4, 8, 64);
+    o.spec_max_tokens = 5;
+    o.new_proposer = [] { return std::make_unique<FakeModelProposer>(); };
+    o.lookahead = depth == 2;
+    Make(o);
+    auto greedy = [](EngineRequest r) {
+      r.sampling.temperature = 0.0f;
+      return r;
+    };
+    for (int i = 0; i < 4; ++i) Add(greedy(Request(Prompt(7 + 5 * i, 40 + i), 33 + 7 * i)));
+    EngineRequest stopped = greedy(Request(Prompt(9, 50), 40));
+    const Output free_run = Oracle(stopped, 0, /*ends=*/false);
+    stopped.stop_token_ids = {free_run.tokens[11]};  // a stop id in the middle of a verified run
+    Add(stopped);
+    Add(Request(Prompt(6, 51), 20));     // sampled (temperature 1): decodes one token a step
+    Add(greedy(Request(Prompt(6, 52), 12, /*n=*/2)));  // parallel samples: no speculation either
+    RunAll(depth);
+    ExpectMatchesOracle();
+    ExpectEverythingFree();
+    EXPECT_GT(runner_->draft_tokens_seen(), 0);
+    EXPECT_EQ(scheduler_->num_draft_tokens(), runner_->draft_tokens_seen());
+    EXPECT_GT(scheduler_->num_accepted_tokens(), 0);
+    EXPECT_LT(scheduler_->num_accepted_tokens(), scheduler_->num_draft_tokens());  // some were wrong
+    params_.clear();
+    outputs_.clear();
+  }
+}
+
+TEST_F(SchedulerTest, SpeculationTakesFewerStepsThanDecodingAlone) {
+  int64_t steps[2];
+  for (int spec : {0, 1}) {
+    SchedulerOptions o = Options(256, 4, 8, 64);
+    o.spec_max_tokens = spec ? 4 : 0;
+    o.new_proposer = [] { return std::make_unique<FakeModelProposer>(); };
+    Make(o);
+    EngineRequest r = Request(Prompt(8, 60), 60);
+    r.sampling.temperature = 0.0f;
+    r.ignore_eos = true;
+    Add(r);
+    RunAll(1);
+    ExpectMatchesOracle();
+    ExpectEverythingFree();
+    steps[spec] = runner_->steps_run();
+    params_.clear();
+    outputs_.clear();
+  }
+  // 60 tokens: 60 steps one at a time; with 4-token guesses mostly right, about a quarter.
+  EXPECT_EQ(steps[0], 60);
+  EXPECT_LT(steps[1], 30);
+}
+
 TEST_F(SchedulerTest, AFailedStepEndsItsRequestsWithAnErrorAndOthersGoOn) {
   Make(Options(64, 4, 8, 64));
   const uint64_t first = Add(Request(Prompt(6, 15), 10));
