@@ -68,6 +68,12 @@ void AddServeCommand(CLI::App& app, ServeFlags& f) {
                   "On SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)")
       ->check(CLI::Range(0.0, 3600.0));
   cmd->add_flag("--no-prefix-caching", f.no_prefix_caching, "Do not reuse the KV of prompts' common prefixes");
+  cmd->add_option("--spec", f.spec,
+                  "Speculative decoding of greedy requests: suffix (guesses from a suffix automaton of the "
+                  "sequence), ngram (prompt lookup) or off (default, until the cost model that picks k lands)")
+      ->check(CLI::IsMember({"off", "suffix", "ngram"}));
+  cmd->add_option("--spec-max-tokens", f.spec_max_tokens, "Tokens guessed ahead per step at most (default 4)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--role", f.role,
                   "both (default): prefill and decode here; prefill: compute prompts' KV for decode instances "
                   "(POST /internal/v1/prefill); decode: take requests, prefill them where X-Tetra-Prefill says")
@@ -158,6 +164,8 @@ int RunServe(const ServeFlags& f) {
   engine_options.max_prefill_tokens_with_decodes = f.max_prefill_with_decodes;
   engine_options.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * (1ull << 30));
   engine_options.enable_prefix_caching = !f.no_prefix_caching;
+  engine_options.spec_max_tokens = f.spec == "off" ? 0 : f.spec_max_tokens;
+  engine_options.spec_method = f.spec == "ngram" ? EngineOptions::SpecMethod::kNgram : EngineOptions::SpecMethod::kSuffix;
   engine_options.kv_handoff = kv_agent.get();
   auto engine = CreateEngine(model, engine_options);
   if (!engine.ok()) {

@@ -28,6 +28,8 @@ struct ServeFlags {
   int max_body_mib = 32;
   double drain_timeout = 30;
   bool no_prefix_caching = false;
+  std::string spec = "off";  // speculative decoding: off | suffix | ngram
+  int spec_max_tokens = 4;
   // Prefill/decode disaggregation (doc/disaggregation.md).
   std::string role = "both";
   std::string kv_host = "127.0.0.1";

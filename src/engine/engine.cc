@@ -29,6 +29,7 @@
 #include "base/thread_pool.h"
 #include "engine/model_runner.h"
 #include "engine/scheduler.h"
+#include "engine/speculative/ngram.h"
 #include "engine/text_stream.h"
 #include "model/model.h"
 
@@ -160,6 +161,9 @@ class EngineImpl : public Engine {
     s.max_waiting_requests = options.max_waiting_requests;
     s.attention_cost_context = options.attention_cost_model ? AttentionCostContext(c) : 0.0;
     s.spec_max_tokens = options.spec_max_tokens;
+    if (options.spec_method == EngineOptions::SpecMethod::kNgram) {
+      s.new_proposer = [] { return std::make_unique<speculative::NgramProposer>(); };
+    }
     scheduler_ = std::make_unique<Scheduler>(s, ModelLimits{c.vocab_size, c.max_position, model.tokenizer->stop_ids()});
     num_kv_blocks_ = num_blocks;
     if (options_.kv_handoff != nullptr) {

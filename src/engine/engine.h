@@ -171,6 +171,8 @@ struct EngineOptions {
   // this many tokens with a suffix proposer and verify them in the step.
   // 0: off (the default until the cost model that decides k is built).
   int spec_max_tokens = 0;
+  enum class SpecMethod : uint8_t { kSuffix, kNgram };
+  SpecMethod spec_method = SpecMethod::kSuffix;
   bool shared_prefix_attention = true;  // parallel samples read their prompt's KV once per step
   KvHandoffHandler* kv_handoff = nullptr;  // for kExport / kImport requests; not owned, outlives the engine
 };
